@@ -1,0 +1,344 @@
+"""One typed configuration tree for cascade_tf, its presets and overrides.
+
+Everything a run needs to know lives in a frozen `Config` made of small
+frozen dataclasses. Presets are plain functions (`tiny()`, `cpu()`,
+`paper()`); `with_overrides` applies dotted `section.field=value` overrides
+and rejects unknown keys; `to_json`/`from_json` write and read the resolved
+config that every run saves in its workdir.
+
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, Mapping
+
+DATASETS = ("samples", "bsd300", "imagenet", "folder")
+TRACKS = ("inpaint", "restore", "joint")
+SMALL_IMAGE_RULES = ("upscale", "skip")
+VGG_WEIGHTS_CHOICES = ("imagenet", "none")  # or a path to a local .h5 file
+STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where clean images come from and how they are corrupted (PROTOCOL.md)."""
+
+  dataset: str = "samples"  # samples | bsd300 | imagenet | folder.
+  data_dir: str | None = None  # TFDS data dir (None: TFDS default).
+  manual_dir: str | None = None  # Extracted BSDS300 folder or its .tgz; ImageNet tars.
+  image_dir: str | None = None  # Root of the images for dataset=folder.
+  image_size: int = 128  # S, px, square side fed to the networks. Paper: 128.
+  hole_size: int = 64  # px, side of the centre hole. Protocol: S/2 = 64.
+  hole_fill: float = 0.5  # Value put in the hole, [0, 1] scale. Protocol: 0.5.
+  blur_kernel_size: int = 15  # px, side of every blur kernel. Protocol: 15.
+  gaussian_blur_prob: float = 0.5  # Probability that a kernel is Gaussian (else motion).
+  gaussian_sigma_min: float = 0.5  # px. Protocol: U[0.5, 2.0].
+  gaussian_sigma_max: float = 2.0  # px.
+  motion_length_min: float = 3.0  # px. Protocol: U[3, 11].
+  motion_length_max: float = 11.0  # px.
+  noise_sigma_min: float = 0.0  # [0, 1] scale. Protocol: U[0, 0.05].
+  noise_sigma_max: float = 0.05  # [0, 1] scale.
+  small_image_rule: str = "upscale"  # upscale | skip, for images smaller than S.
+  folder_test_fraction: float = 0.0  # Share of a folder held out as `test` (0: none).
+  split_seed: int = 0  # Seed of the folder train/test split.
+  extra_train_dirs: tuple[str, ...] = ()  # More image folders appended to `train`.
+  cache: bool = True  # Cache decoded images in memory (small datasets).
+  shuffle_buffer: int = 512  # Elements in the training shuffle buffer.
+  eval_seed: int = 0  # Seed of the stateless per-image evaluation RNG. Protocol: 0.
+  imagenet_eval_images: int = 1000  # Size of the fixed ImageNet validation subset.
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+  """Inpainting generator (paper Sec. 3.2, Fig. 3)."""
+
+  base_filters: int = 64  # Channels of the first encoder conv; doubles per level. Paper: 64.
+  max_filters: int = 512  # Channel cap. Paper: 512.
+  num_levels: int = 5  # Stride-2 convs in the encoder (and transposed convs). Paper: 5.
+  num_res_blocks: int = 7  # Residual blocks at the bottleneck. Paper: 7.
+  down_kernel_size: int = 4  # px, kernel of the stride-2 (transposed) convs. Paper: silent.
+  res_kernel_size: int = 3  # px, kernel of the residual-block convs. Paper: silent.
+  leaky_slope: float = 0.2  # Encoder LeakyReLU negative slope. Paper: silent.
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticConfig:
+  """WGAN critic, VGG16-like without pooling (paper Sec. 3.2)."""
+
+  base_filters: int = 64  # Channels of the first group. Paper: 64.
+  max_filters: int = 512  # Channel cap. Paper: 512.
+  convs_per_group: tuple[int, ...] = (2, 2, 3, 3, 3)  # As VGG16. Paper: five groups.
+  dense_units: int = 1024  # Width of the hidden dense layer. Paper: silent.
+  leaky_slope: float = 0.2  # LeakyReLU slope after every conv. Paper: silent.
+
+
+@dataclasses.dataclass(frozen=True)
+class RestorerConfig:
+  """Deblurring-denoising auto-encoder (paper Sec. 3.3, Fig. 4)."""
+
+  filters: int = 96  # Channels of every hidden conv. Paper: 96.
+  num_encode: int = 4  # Encoding convs. Paper: 4.
+  num_decode: int = 4  # Decoding convs (the last outputs 3 channels). Paper: 4.
+  kernel_size: int = 3  # px. Paper: 3.
+  leaky_slope: float = 0.001  # LeakyReLU slope. Paper: 0.001.
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """Loss weights of eq. (7) and the perceptual network."""
+
+  lambda_mse: float = 1.0  # Weight of L_MSE, eq. (1). Paper: not given.
+  lambda_per: float = 1e-5  # Weight of L_per, eqs. (2-3), VGG features on a 0-255 scale. Paper: not given.
+  lambda_adv: float = 1e-3  # Weight of the adversarial term, eq. (6). Paper: not given.
+  vgg_weights: str = "imagenet"  # imagenet | none (random, tests only) | path to a .h5 file.
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation, schedule and runtime of `train.py`."""
+
+  batch_size: int = 64  # Global batch, images per step. Paper: 64.
+  lr: float = 5e-5  # RMSProp learning rate. Paper (WGAN): 5e-5.
+  clip: float = 0.01  # Critic weight-clipping bound. Paper (WGAN): 0.01.
+  n_critic: int = 5  # Critic steps per generator step. Paper (WGAN): 5.
+  steps: int = 1000  # Steps per stage unless a per-stage value is set.
+  pretrain_steps: int | None = None  # Steps of stage `pretrain` (None: `steps`).
+  gan_steps: int | None = None  # Steps of stage `gan` (None: `steps`).
+  dd_steps: int | None = None  # Steps of stage `dd` (None: `steps`).
+  joint_steps: int | None = None  # Steps of stage `joint` (None: `steps`).
+  checkpoint_every: int = 500  # Steps between checkpoints.
+  eval_every: int = 250  # Steps between validation PSNR and image summaries.
+  log_every: int = 50  # Steps between scalar summaries.
+  seed: int = 0  # Seed of weights, data order and training corruptions.
+  strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu.
+  mixed_precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16.
+  val_images: int = 16  # Images in the fixed validation batch.
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """The whole resolved configuration of one run."""
+
+  preset: str = "paper"  # Name of the preset this config started from.
+  data: DataConfig = DataConfig()
+  generator: GeneratorConfig = GeneratorConfig()
+  critic: CriticConfig = CriticConfig()
+  restorer: RestorerConfig = RestorerConfig()
+  loss: LossConfig = LossConfig()
+  train: TrainConfig = TrainConfig()
+
+  def stage_steps(self, stage: str) -> int:
+    """Steps to run for `stage` (per-stage value, else `train.steps`)."""
+    value = getattr(self.train, f"{stage}_steps", None)
+    return self.train.steps if value is None else value
+
+
+# --------------------------------------------------------------------------
+# Presets.
+
+
+def paper() -> Config:
+  """The paper's setting: 128x128, hole 64, widths 64..512, restorer 96, batch 64."""
+  return validate(Config(preset="paper"))
+
+
+def cpu() -> Config:
+  """The protocol's 128x128 / 64-px hole, with networks narrow enough for a CPU.
+
+  Evaluated exactly like the paper (same image and hole size), but the
+  generator, critic and restorer are about a quarter to a ninth of the
+  paper's width so that a joint training step runs several times faster
+  than `paper()` on a 2-core machine.
+  """
+  return validate(
+      Config(
+          preset="cpu",
+          generator=GeneratorConfig(base_filters=16, max_filters=128, num_res_blocks=4),
+          critic=CriticConfig(base_filters=16, max_filters=128, dense_units=256),
+          restorer=RestorerConfig(filters=32),
+          train=TrainConfig(batch_size=16, checkpoint_every=200, eval_every=100, log_every=20),
+      ))
+
+
+def tiny() -> Config:
+  """For tests and smoke runs: 32x32 images, 16-px hole, very narrow networks."""
+  return validate(
+      Config(
+          preset="tiny",
+          data=DataConfig(image_size=32, hole_size=16, shuffle_buffer=16),
+          generator=GeneratorConfig(base_filters=4, max_filters=16, num_res_blocks=2),
+          critic=CriticConfig(base_filters=4, max_filters=16, dense_units=16),
+          restorer=RestorerConfig(filters=8),
+          loss=LossConfig(vgg_weights="none"),
+          train=TrainConfig(
+              batch_size=4, steps=4, checkpoint_every=2, eval_every=2, log_every=1,
+              n_critic=2, val_images=4),
+      ))
+
+
+PRESETS = {"tiny": tiny, "cpu": cpu, "paper": paper}
+
+
+def get_preset(name: str) -> Config:
+  """Returns the preset called `name`, or raises ValueError naming the choices."""
+  if name not in PRESETS:
+    raise ValueError(f"Unknown preset {name!r}: expected one of {sorted(PRESETS)}.")
+  return PRESETS[name]()
+
+
+# --------------------------------------------------------------------------
+# Overrides, validation, serialisation.
+
+
+def _field_types(cls) -> dict[str, Any]:
+  hints = typing.get_type_hints(cls)
+  return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+  """Converts `value` (possibly a command-line string) to `annotation`."""
+  origin = typing.get_origin(annotation)
+  args = typing.get_args(annotation)
+  if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+      if type(None) in args:
+        return None
+    inner = [a for a in args if a is not type(None)]
+    return _coerce(value, inner[0], key)
+  if origin is tuple:
+    if isinstance(value, str):
+      value = [v for v in value.replace(" ", "").split(",") if v]
+    return tuple(_coerce(v, args[0], key) for v in value)
+  if annotation is bool:
+    if isinstance(value, str):
+      if value.lower() in ("1", "true", "yes", "on"):
+        return True
+      if value.lower() in ("0", "false", "no", "off"):
+        return False
+      raise ValueError(f"Override {key}={value!r}: expected a boolean.")
+    return bool(value)
+  if annotation in (int, float, str):
+    try:
+      if annotation is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError
+      return annotation(value)
+    except (TypeError, ValueError):
+      raise ValueError(
+          f"Override {key}={value!r}: expected {annotation.__name__}.") from None
+  return value
+
+
+def with_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
+  """Returns `config` with dotted overrides applied, e.g. {"train.lr": 1e-4}.
+
+  Values may be typed or command-line strings. Unknown sections or fields
+  raise ValueError naming the valid ones; the result is validated.
+  """
+  sections: dict[str, dict[str, Any]] = {}
+  top: dict[str, Any] = {}
+  for key, value in overrides.items():
+    parts = key.split(".")
+    if len(parts) == 1:
+      if parts[0] != "preset":
+        raise ValueError(f"Unknown config key {key!r}: use section.field, e.g. train.lr.")
+      top["preset"] = str(value)
+      continue
+    if len(parts) != 2:
+      raise ValueError(f"Unknown config key {key!r}: use section.field, e.g. train.lr.")
+    section, field = parts
+    section_types = _field_types(Config)
+    if section not in section_types or section == "preset":
+      valid = [n for n in section_types if n != "preset"]
+      raise ValueError(f"Unknown config section {section!r} in {key!r}: expected one of {valid}.")
+    fields = _field_types(type(getattr(config, section)))
+    if field not in fields:
+      raise ValueError(
+          f"Unknown config field {key!r}: {section} has {sorted(fields)}.")
+    sections.setdefault(section, {})[field] = _coerce(value, fields[field], key)
+  replaced = {s: dataclasses.replace(getattr(config, s), **f) for s, f in sections.items()}
+  return validate(dataclasses.replace(config, **top, **replaced))
+
+
+def validate(config: Config) -> Config:
+  """Checks cross-field constraints; raises ValueError naming the field."""
+  d, g, c, r, t = config.data, config.generator, config.critic, config.restorer, config.train
+  if d.dataset not in DATASETS:
+    raise ValueError(f"data.dataset={d.dataset!r}: expected one of {DATASETS}.")
+  if d.small_image_rule not in SMALL_IMAGE_RULES:
+    raise ValueError(f"data.small_image_rule={d.small_image_rule!r}: expected one of {SMALL_IMAGE_RULES}.")
+  multiple = 2 ** g.num_levels
+  if d.image_size < multiple or d.image_size % multiple:
+    raise ValueError(
+        f"data.image_size={d.image_size}: must be a positive multiple of {multiple} "
+        f"(2 ** generator.num_levels).")
+  if d.image_size < 2 ** len(c.convs_per_group):
+    raise ValueError(f"data.image_size={d.image_size}: too small for the critic's "
+                     f"{len(c.convs_per_group)} stride-2 groups.")
+  if not 0 < d.hole_size < d.image_size:
+    raise ValueError(f"data.hole_size={d.hole_size}: must be in (0, image_size={d.image_size}).")
+  if (d.image_size - d.hole_size) % 2:
+    raise ValueError(f"data.hole_size={d.hole_size}: image_size - hole_size must be even "
+                     "so that the hole is centred exactly.")
+  if d.blur_kernel_size < 1 or d.blur_kernel_size % 2 == 0:
+    raise ValueError(f"data.blur_kernel_size={d.blur_kernel_size}: must be odd and positive.")
+  if d.blur_kernel_size // 2 >= d.image_size:
+    raise ValueError("data.blur_kernel_size: reflect padding needs kernel_size // 2 < image_size.")
+  for lo, hi, name in ((d.gaussian_sigma_min, d.gaussian_sigma_max, "gaussian_sigma"),
+                       (d.motion_length_min, d.motion_length_max, "motion_length"),
+                       (d.noise_sigma_min, d.noise_sigma_max, "noise_sigma")):
+    if lo < 0 or hi < lo:
+      raise ValueError(f"data.{name}_min/max=({lo}, {hi}): need 0 <= min <= max.")
+  if d.gaussian_sigma_min <= 0:
+    raise ValueError("data.gaussian_sigma_min must be > 0.")
+  if not 0.0 <= d.gaussian_blur_prob <= 1.0:
+    raise ValueError(f"data.gaussian_blur_prob={d.gaussian_blur_prob}: must be in [0, 1].")
+  if not 0.0 <= d.folder_test_fraction < 1.0:
+    raise ValueError(f"data.folder_test_fraction={d.folder_test_fraction}: must be in [0, 1).")
+  for name, value in (("generator.base_filters", g.base_filters), ("critic.base_filters", c.base_filters),
+                      ("restorer.filters", r.filters), ("critic.dense_units", c.dense_units),
+                      ("train.batch_size", t.batch_size), ("train.n_critic", t.n_critic),
+                      ("train.checkpoint_every", t.checkpoint_every), ("train.eval_every", t.eval_every),
+                      ("train.log_every", t.log_every), ("train.val_images", t.val_images)):
+    if value < 1:
+      raise ValueError(f"{name}={value}: must be >= 1.")
+  if r.num_encode < 1 or r.num_decode < 1:
+    raise ValueError("restorer.num_encode and restorer.num_decode must be >= 1.")
+  if t.lr <= 0 or t.clip <= 0:
+    raise ValueError(f"train.lr={t.lr} and train.clip={t.clip} must be > 0.")
+  if t.strategy not in STRATEGIES:
+    raise ValueError(f"train.strategy={t.strategy!r}: expected one of {STRATEGIES}.")
+  if t.mixed_precision not in PRECISIONS:
+    raise ValueError(f"train.mixed_precision={t.mixed_precision!r}: expected one of {PRECISIONS}.")
+  return config
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+  """The config as plain JSON-able dicts."""
+  return dataclasses.asdict(config)
+
+
+def to_json(config: Config) -> str:
+  return json.dumps(to_dict(config), indent=2, sort_keys=True)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+  """Inverse of `to_dict`; unknown keys raise ValueError."""
+  overrides = {}
+  for section, fields in data.items():
+    if section == "preset":
+      overrides["preset"] = fields
+      continue
+    if not isinstance(fields, Mapping):
+      raise ValueError(f"Config section {section!r} must be a mapping.")
+    for field, value in fields.items():
+      overrides[f"{section}.{field}"] = value
+  return with_overrides(Config(), overrides)
+
+
+def from_json(text: str) -> Config:
+  return from_dict(json.loads(text))
