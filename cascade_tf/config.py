@@ -44,6 +44,7 @@ class DataConfig:
   noise_sigma_min: float = 0.0  # [0, 1] scale. Protocol: U[0, 0.05].
   noise_sigma_max: float = 0.05  # [0, 1] scale.
   small_image_rule: str = "upscale"  # upscale | skip, for images smaller than S.
+  train_crop_min_fraction: float = 0.6  # Smallest random training crop, share of the short side.
   folder_test_fraction: float = 0.0  # Share of a folder held out as `test` (0: none).
   split_seed: int = 0  # Seed of the folder train/test split.
   extra_train_dirs: tuple[str, ...] = ()  # More image folders appended to `train`.
@@ -297,6 +298,8 @@ def validate(config: Config) -> Config:
     raise ValueError("data.gaussian_sigma_min must be > 0.")
   if not 0.0 <= d.gaussian_blur_prob <= 1.0:
     raise ValueError(f"data.gaussian_blur_prob={d.gaussian_blur_prob}: must be in [0, 1].")
+  if not 0.0 < d.train_crop_min_fraction <= 1.0:
+    raise ValueError(f"data.train_crop_min_fraction={d.train_crop_min_fraction}: must be in (0, 1].")
   if not 0.0 <= d.folder_test_fraction < 1.0:
     raise ValueError(f"data.folder_test_fraction={d.folder_test_fraction}: must be in [0, 1).")
   for name, value in (("generator.base_filters", g.base_filters), ("critic.base_filters", c.base_filters),

@@ -1,0 +1,214 @@
+"""tf.data pipelines that turn clean images into corrupted training pairs.
+
+`make_dataset` is the one entry point. For training:
+
+    decode (source) -> cache -> shuffle -> repeat -> random square crop,
+    resized to S -> random horizontal flip -> batch -> corrupt -> prefetch
+
+and for evaluation (PROTOCOL.md):
+
+    decode (source) -> central square crop of side min(H, W), anti-aliased
+    resize to S -> cache -> batch -> corrupt with seeds (eval_seed, index)
+    -> prefetch
+
+Every element is a dict of batched tensors: `corrupted`, `clean` (float32
+[B, S, S, 3] in [0, 1]), `mask` ([B, S, S, 1], 1 in the hole), the blur and
+noise parameters used (see `corruptions.corrupt_batch`), and `seed` ([B, 2],
+the stateless seed that produced each image's corruption). Evaluation
+elements also carry `index` (position in the split) and `id`.
+
+Images whose short side is below S follow `DataConfig.small_image_rule`:
+`upscale` (default) enlarges them so that the short side is S before
+cropping; `skip` drops them (they are counted in the log).
+
+Training randomness (crop, flip, corruption) comes from one seeded stream
+of per-image seeds, so a run is reproducible from `seed` and every step
+sees fresh corruptions.
+"""
+
+from __future__ import annotations
+
+from absl import logging
+import tensorflow as tf
+
+from cascade_tf.config import DataConfig, TRACKS
+from cascade_tf.data import corruptions
+from cascade_tf.data import sources as sources_lib
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _short_side(image):
+  shape = tf.shape(image)
+  return tf.minimum(shape[0], shape[1])
+
+
+def upscale_to_min_side(image, min_side):
+  """Enlarges a uint8 or float image so that its short side is >= `min_side`."""
+  shape = tf.shape(image)
+  height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  scale = tf.maximum(1.0, tf.cast(min_side, tf.float32) / tf.minimum(height, width))
+  new_size = tf.cast(tf.math.ceil(tf.stack([height, width]) * scale), tf.int32)
+  dtype = image.dtype
+
+  def enlarge():
+    resized = tf.image.resize(image, new_size, method="bicubic")
+    if dtype == tf.uint8:
+      return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+    return tf.cast(resized, dtype)
+
+  return tf.cond(scale > 1.0, enlarge, lambda: image)
+
+
+def to_float01(image):
+  """uint8 [H, W, 3] -> float32 in [0, 1]."""
+  return tf.image.convert_image_dtype(image, tf.float32)
+
+
+def resize_square(square, size):
+  """Anti-aliased bilinear resize of a square image to [size, size], clipped to [0, 1]."""
+  resized = tf.image.resize(to_float01(square), [size, size], method="bilinear", antialias=True)
+  return tf.clip_by_value(resized, 0.0, 1.0)
+
+
+def central_square(image, size):
+  """The protocol's preparation: central square of side min(H, W), resized to S."""
+  shape = tf.shape(image)
+  side = tf.minimum(shape[0], shape[1])
+  top = (shape[0] - side) // 2
+  left = (shape[1] - side) // 2
+  square = image[top:top + side, left:left + side]
+  return resize_square(square, size)
+
+
+def random_square(image, size, seed, min_fraction):
+  """A random square crop resized to [size, size], flipped left-right at random.
+
+  The crop's side is drawn uniformly between max(size, min_fraction *
+  short side) and the short side, so training sees the image at about the
+  scale of the evaluation protocol (which resizes the whole short side to
+  S) with some zoom augmentation, rather than at the camera's native scale.
+
+  Args:
+    image: uint8 [H, W, 3] with min(H, W) >= size.
+    size: output side S in px.
+    seed: int [2] stateless seed.
+    min_fraction: smallest crop side as a fraction of the short side.
+  """
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
+  shape = tf.shape(image)
+  short = tf.minimum(shape[0], shape[1])
+  low = tf.maximum(size, tf.cast(tf.math.ceil(min_fraction * tf.cast(short, tf.float32)), tf.int32))
+  low = tf.minimum(low, short)
+  side = tf.random.stateless_uniform([], seeds[0], minval=low, maxval=short + 1, dtype=tf.int32)
+  top = tf.random.stateless_uniform([], seeds[1], minval=0, maxval=shape[0] - side + 1,
+                                    dtype=tf.int32)
+  left = tf.random.stateless_uniform([], seeds[2], minval=0, maxval=shape[1] - side + 1,
+                                     dtype=tf.int32)
+  square = image[top:top + side, left:left + side]
+  resized = resize_square(square, size)
+  return tf.image.stateless_random_flip_left_right(resized, seeds[3])
+
+
+def _apply_small_image_rule(dataset, cfg: DataConfig, split):
+  if cfg.small_image_rule == "upscale":
+    return dataset.map(lambda e: {**e, "image": upscale_to_min_side(e["image"], cfg.image_size)},
+                       num_parallel_calls=AUTOTUNE)
+
+  def keep(element):
+    big_enough = _short_side(element["image"]) >= cfg.image_size
+    return big_enough
+
+  def warn_if_small(element):
+    small = _short_side(element["image"]) < cfg.image_size
+    tf.cond(small,
+            lambda: tf.print("cascade_tf: skipping image", element["id"], "of split", split,
+                             "smaller than image_size", cfg.image_size, "(small_image_rule=skip)"),
+            tf.no_op)
+    return element
+
+  return dataset.map(warn_if_small).filter(keep)
+
+
+def make_dataset(cfg: DataConfig,
+                 *,
+                 split: str,
+                 track: str,
+                 batch_size: int,
+                 training: bool,
+                 seed: int = 0,
+                 source: sources_lib.ImageSource | None = None,
+                 max_images: int | None = None,
+                 drop_remainder: bool | None = None) -> tf.data.Dataset:
+  """Builds the batched pipeline of corrupted/clean pairs.
+
+  Args:
+    cfg: data config (source, image and hole size, corruption ranges).
+    split: "train" or "test".
+    track: "inpaint", "restore" or "joint".
+    batch_size: images per batch (the global batch under tf.distribute).
+    training: True for the infinite, shuffled, freshly corrupted stream;
+      False for one deterministic pass in the protocol's order.
+    seed: seed of the training stream (shuffle, crops, corruptions).
+    source: an already loaded source (default: `sources.load_source`).
+    max_images: evaluation only: keep the first N images of the split.
+    drop_remainder: default True for training, False for evaluation.
+
+  Returns:
+    A `tf.data.Dataset` of dicts, see the module docstring.
+  """
+  if track not in TRACKS:
+    raise ValueError(f"Unknown track {track!r}: expected one of {TRACKS}.")
+  if split not in ("train", "test"):
+    raise ValueError(f"Unknown split {split!r}: expected 'train' or 'test'.")
+  if batch_size < 1:
+    raise ValueError(f"batch_size={batch_size}: must be >= 1.")
+  if source is None:
+    source = sources_lib.load_source(cfg, split)
+  size = cfg.image_size
+  if drop_remainder is None:
+    drop_remainder = training
+  dataset = _apply_small_image_rule(source.dataset, cfg, split)
+
+  if training:
+    if source.cacheable and cfg.cache:
+      dataset = dataset.cache()
+    dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.repeat()
+    # One int64 per image from a seeded stream -> a [2] stateless seed,
+    # split into one seed for the crop/flip and one for the corruption.
+    per_image = tf.data.Dataset.random(seed=seed).map(
+        lambda r: tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), r]), 2))
+    dataset = tf.data.Dataset.zip((dataset, per_image))
+    dataset = dataset.map(
+        lambda e, s: {"clean": random_square(e["image"], size, s[0], cfg.train_crop_min_fraction),
+                      "seed": s[1]},
+        num_parallel_calls=AUTOTUNE)
+  else:
+    dataset = dataset.enumerate()
+    if max_images is not None:
+      if max_images < 1:
+        raise ValueError(f"max_images={max_images}: must be >= 1.")
+      dataset = dataset.take(max_images)
+    dataset = dataset.map(
+        lambda i, e: {"clean": central_square(e["image"], size), "index": i, "id": e["id"],
+                      "seed": corruptions.eval_seeds(i, cfg.eval_seed)},
+        num_parallel_calls=AUTOTUNE)
+    if source.cacheable and cfg.cache:
+      dataset = dataset.cache()
+
+  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+  def corrupt(element):
+    out = corruptions.corrupt_batch(element["clean"], element["seed"], track, cfg)
+    return {**element, **out}
+
+  dataset = dataset.map(corrupt, num_parallel_calls=AUTOTUNE)
+  return dataset.prefetch(AUTOTUNE)
+
+
+def log_skipped(source: sources_lib.ImageSource) -> None:
+  """Logs how many unreadable files a source has skipped so far."""
+  if source.skipped.count:
+    logging.warning("%s/%s: skipped %d unreadable image(s): %s", source.name, source.split,
+                    source.skipped.count, ", ".join(map(str, source.skipped.names[:20])))
