@@ -1,0 +1,14 @@
+"""Layer conventions shared by the networks."""
+
+import keras
+
+
+def batch_norm(name: str) -> keras.layers.BatchNormalization:
+  """Batch norm whose statistics span the global batch under tf.distribute.
+
+  With `synchronized=True` every replica normalises with the mean and
+  variance of the whole global batch, so a step on N replicas computes the
+  same update as on one device with the same global batch (tested in
+  tests/test_training.py). On one device it is the ordinary layer.
+  """
+  return keras.layers.BatchNormalization(synchronized=True, name=name)

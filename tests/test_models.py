@@ -1,0 +1,303 @@
+"""Tests of cascade_tf.models: shapes, parameter counts, identities, serialisation."""
+
+import logging
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cascade_tf import config
+from cascade_tf import losses
+from cascade_tf.models import build_cascade
+from cascade_tf.models import build_critic
+from cascade_tf.models import build_generator
+from cascade_tf.models import build_restorer
+from cascade_tf.models import build_vgg_features
+from cascade_tf.models import perceptual
+
+ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+# Parameter counts of the paper preset (also in docs/architecture.md).
+PAPER_PARAMS = {"generator": 46_968_323, "critic": 23_105_345, "restorer": 505_251}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return config.tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_nets(tiny):
+  keras.utils.set_random_seed(0)
+  size = tiny.data.image_size
+  return {
+      "generator": build_generator(tiny.generator, size),
+      "critic": build_critic(tiny.critic, size),
+      "restorer": build_restorer(tiny.restorer, size),
+  }
+
+
+def _images(batch=2, size=32, seed=0):
+  return tf.random.stateless_uniform([batch, size, size, 3], [seed, 1], -1.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# Shapes and parameter counts.
+
+
+@pytest.mark.parametrize("preset", sorted(config.PRESETS))
+def test_output_shapes_for_every_preset(preset):
+  cfg = config.get_preset(preset)
+  size = cfg.data.image_size
+  generator = build_generator(cfg.generator, size)
+  critic = build_critic(cfg.critic, size)
+  restorer = build_restorer(cfg.restorer, size)
+  assert generator.output_shape == (None, size, size, 3)
+  assert critic.output_shape == (None, 1)
+  assert restorer.output_shape == (None, size, size, 3)
+  if preset == "tiny":  # Run only the tiny networks; the others are checked statically.
+    images = _images(size=size)
+    assert generator(images).shape == (2, size, size, 3)
+    assert critic(images).shape == (2, 1)
+    assert restorer(images).shape == (2, size, size, 3)
+
+
+def test_paper_parameter_counts_match_docs():
+  cfg = config.paper()
+  counts = {
+      "generator": build_generator(cfg.generator, 128).count_params(),
+      "critic": build_critic(cfg.critic, 128).count_params(),
+      "restorer": build_restorer(cfg.restorer, 128).count_params(),
+  }
+  assert counts == PAPER_PARAMS
+  doc = ARCHITECTURE_DOC.read_text()
+  for name, count in PAPER_PARAMS.items():
+    assert re.search(rf"{name}\b.*\b{count:,}\b", doc, re.IGNORECASE), (name, count)
+
+
+def test_paper_layer_widths():
+  cfg = config.paper()
+  generator = build_generator(cfg.generator, 128)
+  enc = [generator.get_layer(f"enc{i}_conv").filters for i in range(1, 6)]
+  assert enc == [64, 128, 256, 512, 512]
+  dec = [generator.get_layer(f"dec{j}_deconv").filters for j in range(1, 5)]
+  assert dec == [512, 256, 128, 64]
+  assert len([l for l in generator.layers if l.name.endswith("_add") and l.name.startswith("res")]) == 7
+  critic = build_critic(cfg.critic, 128)
+  convs = [l for l in critic.layers if isinstance(l, keras.layers.Conv2D)]
+  assert [c.filters for c in convs] == [64] * 2 + [128] * 2 + [256] * 3 + [512] * 6
+  assert [c.strides[0] for c in convs] == [1, 2, 1, 2, 1, 1, 2, 1, 1, 2, 1, 1, 2]
+  assert not [l for l in critic.layers if isinstance(l, keras.layers.MaxPooling2D)]
+  restorer = build_restorer(cfg.restorer, 128)
+  convs = [l for l in restorer.layers if isinstance(l, keras.layers.Conv2D)]
+  assert len(convs) == 8 and [c.filters for c in convs] == [96] * 7 + [3]
+  assert all(c.kernel_size == (3, 3) and c.strides == (1, 1) for c in convs)
+  bns = [l for l in restorer.layers if isinstance(l, keras.layers.BatchNormalization)]
+  assert len(bns) == 6  # After every conv but the first and the last.
+
+
+def test_generator_is_fully_convolutional(tiny):
+  generator = build_generator(tiny.generator)  # image_size=None.
+  assert generator(_images(size=64)[:, :, :32]).shape == (2, 64, 32, 3)
+  assert generator(_images(size=96)).shape == (2, 96, 96, 3)
+
+
+def test_builders_reject_bad_sizes(tiny):
+  with pytest.raises(ValueError, match="multiple of 32"):
+    build_generator(tiny.generator, 48)
+  with pytest.raises(ValueError, match="multiple of 32"):
+    build_critic(tiny.critic, 40)
+  with pytest.raises(ValueError, match="num_res_blocks"):
+    build_generator(config.GeneratorConfig(num_res_blocks=-1), 32)
+
+
+# --------------------------------------------------------------------------
+# Residual identities and the cascade.
+
+
+def _zero_layer(model, name):
+  for variable in model.get_layer(name).weights:
+    variable.assign(tf.zeros_like(variable))
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_restorer_with_zero_last_layer_is_identity(tiny, training):
+  restorer = build_restorer(tiny.restorer)
+  _zero_layer(restorer, "residual_out")
+  images = _images()
+  np.testing.assert_array_equal(restorer(images, training=training).numpy(), images.numpy())
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_generator_with_zero_decoder_is_identity(tiny, training):
+  generator = build_generator(tiny.generator)
+  _zero_layer(generator, "decoder_out")
+  images = _images()
+  np.testing.assert_array_equal(generator(images, training=training).numpy(), images.numpy())
+
+
+def test_networks_are_not_identity_by_default(tiny_nets):
+  images = _images()
+  for name in ("generator", "restorer"):
+    assert np.abs(tiny_nets[name](images).numpy() - images.numpy()).max() > 1e-4, name
+
+
+def test_cascade_returns_both_images(tiny_nets):
+  cascade = build_cascade(tiny_nets["generator"], tiny_nets["restorer"])
+  images = _images()
+  outputs = cascade(images)
+  assert set(outputs) == {"inpainted", "restored"}
+  inpainted = tiny_nets["generator"](images)
+  np.testing.assert_allclose(outputs["inpainted"].numpy(), inpainted.numpy(), atol=1e-6)
+  np.testing.assert_allclose(outputs["restored"].numpy(),
+                             tiny_nets["restorer"](inpainted).numpy(), atol=1e-6)
+
+
+def test_cascade_rejects_mismatched_sizes(tiny):
+  with pytest.raises(ValueError, match="same image_size"):
+    build_cascade(build_generator(tiny.generator, 32), build_restorer(tiny.restorer, 64))
+
+
+def test_restorer_loss_reaches_generator_weights(tiny_nets):
+  generator = tiny_nets["generator"]
+  cascade = build_cascade(generator, tiny_nets["restorer"])
+  images, targets = _images(seed=1), _images(seed=2)
+  with tf.GradientTape() as tape:
+    restored = cascade(images, training=True)["restored"]
+    loss = tf.reduce_mean(losses.mse_loss(targets, restored))
+  gradients = tape.gradient(loss, generator.trainable_variables)
+  assert all(g is not None for g in gradients)
+  # The first encoder conv is the farthest from the loss.
+  first = generator.get_layer("enc1_conv").kernel
+  index = [v.path for v in generator.trainable_variables].index(first.path)
+  assert float(tf.reduce_max(tf.abs(gradients[index]))) > 0.0
+
+
+# --------------------------------------------------------------------------
+# The critic.
+
+
+def test_critic_output_is_linear_and_unbounded(tiny):
+  critic = build_critic(tiny.critic, 32)
+  out = critic.get_layer("critic_out")
+  assert out.activation is keras.activations.linear
+  assert not [l for l in critic.layers if isinstance(l, keras.layers.BatchNormalization)]
+  images = _images()
+  for bias in (-5.0, 5.0):  # A sigmoid would keep the scores inside (0, 1).
+    out.bias.assign([bias])
+    scores = critic(images).numpy()
+    assert np.all(np.abs(scores - bias) < 4.0), scores
+  assert critic(images).dtype == tf.float32
+
+
+# --------------------------------------------------------------------------
+# Serialisation and mixed precision.
+
+
+@pytest.mark.parametrize("name", ["generator", "critic", "restorer", "cascade"])
+def test_keras_save_load_round_trip(tiny_nets, tmp_path, name):
+  if name == "cascade":
+    model = build_cascade(tiny_nets["generator"], tiny_nets["restorer"])
+  else:
+    model = tiny_nets[name]
+  path = tmp_path / f"{name}.keras"
+  model.save(path)
+  loaded = keras.saving.load_model(path)
+  images = _images(seed=3)
+  expected, actual = model(images, training=False), loaded(images, training=False)
+  for a, b in zip(tf.nest.flatten(expected), tf.nest.flatten(actual)):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.fixture
+def bfloat16_policy():
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  yield
+  keras.mixed_precision.set_global_policy("float32")
+
+
+def test_outputs_are_float32_under_mixed_precision(tiny, bfloat16_policy):
+  images = _images()
+  generator = build_generator(tiny.generator, 32)
+  restorer = build_restorer(tiny.restorer, 32)
+  critic = build_critic(tiny.critic, 32)
+  assert generator.get_layer("enc1_conv").compute_dtype == "bfloat16"
+  for model in (generator, restorer, critic):
+    assert model(images).dtype == tf.float32
+  _zero_layer(restorer, "residual_out")  # The identity must survive in full precision.
+  np.testing.assert_array_equal(restorer(images).numpy(), images.numpy())
+
+
+# --------------------------------------------------------------------------
+# The perceptual VGG16.
+
+
+@pytest.fixture(scope="module")
+def random_vgg():
+  keras.utils.set_random_seed(0)
+  return build_vgg_features("none", 32)
+
+
+def test_vgg_features_shapes_and_frozen(random_vgg):
+  features = random_vgg(_images())
+  assert [tuple(f.shape) for f in features] == [
+      (2, 32, 32, 64), (2, 16, 16, 128), (2, 8, 8, 256), (2, 4, 4, 512)]
+  assert all(float(tf.reduce_min(f)) >= 0.0 for f in features)  # Post-ReLU.
+  assert random_vgg.trainable_weights == []
+  assert len(random_vgg.non_trainable_weights) == 2 * 10  # 10 convs up to block4_conv3.
+  names = [l.name for l in random_vgg.layers]
+  assert names[-1] == "block4_conv3" and "block5_conv1" not in names
+
+
+def test_vgg_none_logs_a_warning(caplog):
+  with caplog.at_level(logging.WARNING):
+    build_vgg_features("none", 32)
+  assert "tests only" in caplog.text
+
+
+def test_vgg_preprocessing_matches_keras():
+  images = _images(seed=4).numpy()
+  expected = keras.applications.vgg16.preprocess_input((images + 1.0) * 127.5)
+  actual = perceptual.VGGPreprocess()(images)
+  np.testing.assert_allclose(actual.numpy(), expected, atol=1e-4)
+
+
+def test_vgg_preprocess_layer_serialises(tmp_path):
+  inputs = keras.Input((None, None, 3))
+  model = keras.Model(inputs, perceptual.VGGPreprocess(name="pre")(inputs))
+  model.save(tmp_path / "pre.keras")
+  loaded = keras.saving.load_model(tmp_path / "pre.keras")
+  images = _images()
+  np.testing.assert_array_equal(loaded(images).numpy(), model(images).numpy())
+
+
+def test_vgg_imagenet_failure_says_how_to_proceed(monkeypatch):
+  def offline(*args, **kwargs):
+    raise Exception("URL fetch failure: no network")  # What keras raises offline.
+
+  monkeypatch.setattr(keras.utils, "get_file", offline)
+  with pytest.raises(RuntimeError) as error:
+    build_vgg_features("imagenet", 32)
+  message = str(error.value)
+  assert f"--vgg_weights=/path/to/{perceptual.VGG16_NOTOP_FILE}" in message
+  assert perceptual.VGG16_NOTOP_URL in message
+  assert "--lambda_per=0" in message
+
+
+def test_vgg_missing_local_file_names_the_path(tmp_path):
+  path = str(tmp_path / "missing_vgg.h5")
+  with pytest.raises(ValueError, match=re.escape(path)):
+    build_vgg_features(path, 32)
+
+
+def test_vgg_loads_a_local_h5_file(tmp_path):
+  keras.utils.set_random_seed(1)
+  source = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+  path = str(tmp_path / perceptual.VGG16_NOTOP_FILE)
+  source.save(path)  # Legacy HDF5, the format of Keras' download.
+  features = build_vgg_features(path, 32)
+  for name in perceptual.FEATURE_LAYERS:
+    np.testing.assert_array_equal(features.get_layer(name).kernel.numpy(),
+                                  source.get_layer(name).kernel.numpy())
