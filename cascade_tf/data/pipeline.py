@@ -139,6 +139,7 @@ def make_dataset(cfg: DataConfig,
                  seed: int = 0,
                  source: sources_lib.ImageSource | None = None,
                  max_images: int | None = None,
+                 start_index: int = 0,
                  drop_remainder: bool | None = None) -> tf.data.Dataset:
   """Builds the batched pipeline of corrupted/clean pairs.
 
@@ -152,6 +153,10 @@ def make_dataset(cfg: DataConfig,
     seed: seed of the training stream (shuffle, crops, corruptions).
     source: an already loaded source (default: `sources.load_source`).
     max_images: evaluation only: keep the first N images of the split.
+    start_index: training only: images already drawn from this stream (a
+      resumed run passes batches_drawn * batch_size). Image k of the
+      stream always gets the crop and corruption seeds of (seed, k); the
+      shuffle order is re-seeded with (seed + start_index).
     drop_remainder: default True for training, False for evaluation.
 
   Returns:
@@ -173,12 +178,14 @@ def make_dataset(cfg: DataConfig,
   if training:
     if source.cacheable and cfg.cache:
       dataset = dataset.cache()
-    dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.shuffle(cfg.shuffle_buffer, seed=seed + start_index,
+                              reshuffle_each_iteration=True)
     dataset = dataset.repeat()
-    # One int64 per image from a seeded stream -> a [2] stateless seed,
-    # split into one seed for the crop/flip and one for the corruption.
-    per_image = tf.data.Dataset.random(seed=seed).map(
-        lambda r: tf.random.experimental.stateless_split(tf.stack([tf.cast(seed, tf.int64), r]), 2))
+    # Image k of the stream gets the stateless seed (seed, k), split into one
+    # seed for the crop and flip and one for the corruption.
+    per_image = tf.data.Dataset.counter(start=start_index).map(
+        lambda k: tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(seed, tf.int64), k]), 2))
     dataset = tf.data.Dataset.zip((dataset, per_image))
     dataset = dataset.map(
         lambda e, s: {"clean": random_square(e["image"], size, s[0], cfg.train_crop_min_fraction),
