@@ -76,6 +76,7 @@ class CriticConfig:
   convs_per_group: tuple[int, ...] = (2, 2, 3, 3, 3)  # As VGG16. Paper: five groups.
   dense_units: int = 1024  # Width of the hidden dense layer. Paper: silent.
   leaky_slope: float = 0.2  # LeakyReLU slope after every conv. Paper: silent.
+  normalization: str = "group"  # group (per-image layer norm) | none, after convs 2..13. Paper: silent.
 
 
 @dataclasses.dataclass(frozen=True)

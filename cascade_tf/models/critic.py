@@ -8,11 +8,21 @@ convolution is followed by LeakyReLU(`leaky_slope`). Then two dense layers:
 a hidden one of `dense_units` with LeakyReLU and the linear one-unit output
 `critic_out` (no sigmoid, as WGAN requires).
 
-There is no batch norm. Under weight clipping, BN's scale and offset would
-be clipped to +-0.01 too, and in training mode it normalises real and fake
+There is no batch norm. In training mode BN normalises real and fake
 batches with different statistics (the critic step scores them in two
 calls), so a critic's score would depend on the rest of its batch rather
-than on the image alone. The paper does not say that its critic uses BN.
+than on the image alone; the paper does not say that its critic uses BN.
+
+Without any normalisation, though, weight clipping starves a critic this
+deep: with every weight in [-0.01, 0.01], each of the 13 convolutions
+shrinks its input, the score of the `tiny` critic is ~1e-8 and its
+gradients ~1e-15, below RMSProp's epsilon, so it never moves (measured:
+docs/architecture.md). `normalization="group"` (the default) therefore puts
+a per-image GroupNormalization with one group (layer norm over H, W and C,
+with a per-channel scale and offset) after every convolution but the
+first: each layer's output is rescaled whatever the clipped weights, and
+no statistic crosses images. `normalization="none"` is the plain VGG-like
+critic.
 
 The input is [B, S, S, 3] in [-1, 1]; the output [B, 1] float32 under every
 dtype policy.
@@ -24,6 +34,10 @@ import keras
 
 from cascade_tf.config import CriticConfig
 
+# Far below the variance of clipped activations (~1e-8 and up), so that the
+# normalisation really rescales them; Keras' default 1e-3 would swamp them.
+_NORM_EPSILON = 1e-8
+
 
 def _validate(cfg: CriticConfig, image_size: int) -> None:
   if not cfg.convs_per_group or min(cfg.convs_per_group) < 1:
@@ -32,6 +46,8 @@ def _validate(cfg: CriticConfig, image_size: int) -> None:
   if cfg.base_filters < 1 or cfg.max_filters < 1 or cfg.dense_units < 1:
     raise ValueError(f"critic.base_filters={cfg.base_filters}, max_filters={cfg.max_filters}, "
                      f"dense_units={cfg.dense_units}: must all be >= 1.")
+  if cfg.normalization not in ("group", "none"):
+    raise ValueError(f"critic.normalization={cfg.normalization!r}: expected 'group' or 'none'.")
   multiple = 2**len(cfg.convs_per_group)
   if image_size is None or image_size < multiple or image_size % multiple:
     raise ValueError(f"image_size={image_size}: the critic needs a fixed positive multiple of "
@@ -64,6 +80,9 @@ def build_critic(cfg: CriticConfig, image_size: int, name: str = "critic") -> ke
       stride = 2 if c == num_convs - 1 else 1
       x = keras.layers.Conv2D(width, 3, strides=stride, padding="same",
                               name=f"block{g + 1}_conv{c + 1}")(x)
+      if cfg.normalization == "group" and (g, c) != (0, 0):
+        x = keras.layers.GroupNormalization(groups=1, epsilon=_NORM_EPSILON,
+                                            name=f"block{g + 1}_norm{c + 1}")(x)
       x = keras.layers.LeakyReLU(negative_slope=cfg.leaky_slope,
                                  name=f"block{g + 1}_lrelu{c + 1}")(x)
   x = keras.layers.Flatten(name="flatten")(x)

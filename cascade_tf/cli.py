@@ -1,0 +1,90 @@
+"""Command-line contract shared by train.py, evaluate.py, export.py and restore.py.
+
+`define_flags(flags_module, names)` declares the named flags on absl's
+FlagValues when a CLI calls it (nothing is defined at import time);
+`config_from_flags(flag_values)` resolves `--preset` plus every flag that
+was given (and each `--set section.field=value`) into a validated
+`config.Config`. No library module reads absl flags.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from cascade_tf import config as config_lib
+
+# flag name -> (config key, help). Defaults are None: "the preset's value".
+_CONFIG_FLAGS = {
+    "dataset": ("data.dataset", "Clean images: samples (scikit-image photos, no download), "
+                "bsd300, imagenet or folder."),
+    "data_dir": ("data.data_dir", "TFDS data directory (default: TFDS's ~/tensorflow_datasets)."),
+    "manual_dir": ("data.manual_dir", "An extracted BSDS300 folder or BSDS300-images.tgz "
+                   "(bsd300); the ImageNet tars (imagenet)."),
+    "image_dir": ("data.image_dir", "Root folder of the images for --dataset=folder."),
+    "extra_train_dirs": ("data.extra_train_dirs", "Comma-separated folders whose images are "
+                         "added to the training split."),
+    "image_size": ("data.image_size", "Side S of the square images, px (paper: 128)."),
+    "hole_size": ("data.hole_size", "Side of the centre hole, px (protocol: S/2)."),
+    "steps": ("train.steps", "Steps per stage (see --set train.<stage>_steps=N per stage)."),
+    "batch_size": ("train.batch_size", "Global batch size, split across replicas (paper: 64)."),
+    "lr": ("train.lr", "RMSProp learning rate of every stage (paper: 5e-5); "
+           "--set train.<stage>_lr=X per stage."),
+    "lambda_mse": ("loss.lambda_mse", "Weight of the MSE term, eq. (7)."),
+    "lambda_per": ("loss.lambda_per", "Weight of the VGG16 perceptual term, eq. (7); 0 disables "
+                   "it (and the VGG16 weights are then not needed)."),
+    "lambda_adv": ("loss.lambda_adv", "Weight of the Wasserstein generator term, eq. (7)."),
+    "n_critic": ("train.n_critic", "Critic updates per generator update (paper/WGAN: 5)."),
+    "clip": ("train.clip", "Critic weight-clipping bound (paper/WGAN: 0.01)."),
+    "vgg_weights": ("loss.vgg_weights", "VGG16 weights of the perceptual loss: imagenet "
+                    "(downloaded by Keras), a local .h5 path, or none (random: tests only)."),
+    "seed": ("train.seed", "Seed of weights, data order and training corruptions."),
+    "strategy": ("train.strategy", "tf.distribute strategy: auto, default, mirrored, "
+                 "multiworker or tpu."),
+    "mixed_precision": ("train.mixed_precision", "float32, mixed_float16 (GPU) or "
+                        "mixed_bfloat16 (CPU/TPU)."),
+    "checkpoint_every": ("train.checkpoint_every", "Steps between checkpoints."),
+    "eval_every": ("train.eval_every", "Steps between validation PSNR and image summaries."),
+    "log_every": ("train.log_every", "Steps between logged scalars and progress lines."),
+}
+
+
+def define_flags(flags_module, names: Iterable[str]) -> None:
+  """Defines `--preset`, `--workdir`, `--set` and the named config flags."""
+  flags_module.DEFINE_enum("preset", "cpu", sorted(config_lib.PRESETS),
+                           "Configuration preset: tiny (tests), cpu (128x128, narrow networks "
+                           "for a CPU), paper (the paper's widths).")
+  flags_module.DEFINE_string("workdir", None, "Run directory: config, checkpoints, TensorBoard.")
+  flags_module.DEFINE_multi_string("set", [], "Any config override, section.field=value "
+                                   "(e.g. --set=generator.base_filters=32); repeatable.")
+  for name in names:
+    key, help_text = _CONFIG_FLAGS[name]
+    flags_module.DEFINE_string(name, None, f"{help_text} [{key}; default: the preset's value]")
+
+
+def config_from_flags(flag_values, names: Iterable[str]) -> config_lib.Config:
+  """The preset with every given flag and --set override applied (validated)."""
+  overrides = {}
+  for name in names:
+    value = getattr(flag_values, name)
+    if value is not None:
+      overrides[_CONFIG_FLAGS[name][0]] = value
+  for item in flag_values.set:
+    if "=" not in item:
+      raise ValueError(f"--set={item!r}: expected section.field=value.")
+    key, value = item.split("=", 1)
+    overrides[key.strip()] = value.strip()
+  cfg = config_lib.get_preset(flag_values.preset)
+  try:
+    return config_lib.with_overrides(cfg, overrides)
+  except ValueError as e:
+    flag_for_key = {key: name for name, (key, _) in _CONFIG_FLAGS.items()}
+    message = str(e)
+    for key, name in flag_for_key.items():
+      if message.startswith(f"Override {key}=") or message.startswith(f"{key}="):
+        message = f"--{name}: {message}"
+        break
+    raise ValueError(message) from None
+
+
+TRAIN_FLAGS = tuple(_CONFIG_FLAGS)
+DATA_FLAGS = ("dataset", "data_dir", "manual_dir", "image_dir", "image_size", "hole_size")

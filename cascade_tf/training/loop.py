@@ -1,0 +1,408 @@
+"""The training loop: builds a stage, resumes or warm-starts it, runs its steps.
+
+`train(config, stage, workdir)` is the library entry point behind
+`train.py`. For each stage it
+
+* builds the networks and RMSProp optimizers under the chosen
+  `tf.distribute` strategy and dtype policy;
+* resumes from the stage's latest checkpoint if there is one (logging one
+  line with the checkpoint and step), otherwise warm-starts the networks
+  from the stages it depends on (see `stages.py`), checking that every
+  expected weight was restored;
+* runs a plain Python loop over the global step: `n_critic` critic updates
+  then one generator (or restorer, or joint) update per step; writes
+  TensorBoard scalars (`stage/term`) and a `metrics.jsonl` line every
+  `log_every` steps, validation PSNR and image summaries every
+  `eval_every` steps, and a checkpoint every `checkpoint_every` steps and
+  at the end;
+* stops with `NonFiniteLossError` as soon as a loss is NaN or Inf, without
+  writing a checkpoint, so the last good one stays the latest.
+
+Workdir layout:
+
+    WORKDIR/config.json                  resolved config of the latest run
+    WORKDIR/<stage>/checkpoints/ckpt-N   models, optimizers, step, data position
+    WORKDIR/<stage>/tensorboard/         event files
+    WORKDIR/<stage>/metrics.jsonl        the logged scalars, one JSON line each
+
+Checkpoints hold the step and the number of batches drawn from the input
+stream. Corruptions and crops are a pure function of (seed, image
+counter), so a resumed run continues the stream of corruptions exactly;
+the shuffle order of the images is re-seeded from that counter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from cascade_tf import config as config_lib
+from cascade_tf import metrics
+from cascade_tf import ranges
+from cascade_tf.data import pipeline
+from cascade_tf.data import sources
+from cascade_tf.models import critic as critic_lib
+from cascade_tf.models import generator as generator_lib
+from cascade_tf.models import perceptual
+from cascade_tf.models import restorer as restorer_lib
+from cascade_tf.training import runtime
+from cascade_tf.training import stages as stages_lib
+from cascade_tf.training import steps as steps_lib
+
+SCRATCH = "scratch"  # --init_from value: train every network from random weights.
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss became NaN or Inf; training stopped without checkpointing."""
+
+
+class MissingStageError(ValueError):
+  """A stage's warm start needs a stage that has no checkpoint."""
+
+
+@dataclasses.dataclass
+class StageResult:
+  """What a finished (or already complete) stage reports."""
+
+  stage: str
+  step: int
+  resumed_from: str | None
+  last_losses: dict[str, float]
+  validation: dict[str, float]
+
+
+def stage_dir(workdir: str, stage: str) -> str:
+  return os.path.join(workdir, stage)
+
+
+def checkpoint_dir(workdir: str, stage: str) -> str:
+  return os.path.join(stage_dir(workdir, stage), "checkpoints")
+
+
+def latest_checkpoint(workdir: str, stage: str) -> str | None:
+  return tf.train.latest_checkpoint(checkpoint_dir(workdir, stage))
+
+
+def build_networks(cfg: config_lib.Config, names) -> dict[str, keras.Model]:
+  """Builds the named networks ("generator", "critic", "restorer") for `cfg`."""
+  size = cfg.data.image_size
+  builders = {
+      "generator": lambda: generator_lib.build_generator(cfg.generator, size),
+      "critic": lambda: critic_lib.build_critic(cfg.critic, size),
+      "restorer": lambda: restorer_lib.build_restorer(cfg.restorer, size),
+  }
+  return {name: builders[name]() for name in names}
+
+
+# --------------------------------------------------------------------------
+# Config bookkeeping.
+
+_MODEL_SECTIONS = ("generator", "critic", "restorer")
+
+
+def save_config(cfg: config_lib.Config, workdir: str) -> None:
+  """Writes the resolved config to WORKDIR/config.json.
+
+  Refuses (ValueError) when the workdir already holds a config whose
+  network shapes or image size differ: its checkpoints could not be
+  restored into the new networks.
+  """
+  tf.io.gfile.makedirs(workdir)
+  path = os.path.join(workdir, "config.json")
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      old = json.load(f)
+    new = json.loads(config_lib.to_json(cfg))  # Tuples become lists, as in the file.
+    changed = [f"{section}.{key}" for section in _MODEL_SECTIONS
+               for key in new[section] if old.get(section, {}).get(key) != new[section][key]]
+    if old.get("data", {}).get("image_size") != cfg.data.image_size:
+      changed.append("data.image_size")
+    if changed:
+      raise ValueError(
+          f"--workdir={workdir} holds checkpoints of a different network ({', '.join(changed)} "
+          f"differ from {path}). Use a new --workdir, or the same --preset and overrides.")
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(config_lib.to_json(cfg))
+
+
+# --------------------------------------------------------------------------
+# Progress, summaries.
+
+
+class _Progress:
+  """A one-line progress bar with steps/s and ETA on stderr."""
+
+  def __init__(self, stage: str, start: int, target: int, every: int):
+    self._stage, self._start, self._target, self._every = stage, start, target, every
+    self._t0 = time.perf_counter()
+    self._tty = sys.stderr.isatty()
+
+  def update(self, step: int, values: dict[str, float], force: bool = False) -> None:
+    if not (force or self._tty or step % self._every == 0):
+      return
+    elapsed = time.perf_counter() - self._t0
+    rate = (step - self._start) / elapsed if elapsed > 0 else 0.0
+    eta = (self._target - step) / rate if rate > 0 else float("nan")
+    width = 24
+    done = int(width * step / max(self._target, 1))
+    terms = " ".join(f"{k}={v:.4g}" for k, v in values.items() if k != "grad_norm")
+    line = (f"[{self._stage}] [{'=' * done}{'.' * (width - done)}] {step}/{self._target} "
+            f"{rate:.2f} steps/s ETA {_format_seconds(eta)} {terms}")
+    sys.stderr.write(("\r" + line + "\033[K") if self._tty else line + "\n")
+    if self._tty and (force or step >= self._target):
+      sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _format_seconds(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+def _check_finite(stage: str, step: int, values: dict[str, float], manager) -> None:
+  bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+  if bad:
+    last = manager.latest_checkpoint or "none yet"
+    raise NonFiniteLossError(
+        f"Stage {stage!r} stopped at step {step}: non-finite loss "
+        f"{', '.join(f'{k}={v}' for k, v in bad.items())}. No checkpoint was written for this "
+        f"step; the last good checkpoint is {last}. Check the input data for NaN/Inf, or lower "
+        f"--lr.")
+
+
+# --------------------------------------------------------------------------
+# Validation.
+
+
+def _validation_outputs(stage: str, nets: dict[str, keras.Model], corrupted_pm1):
+  """Returns {name: [B, S, S, 3] in [0, 1]} of the stage's outputs."""
+  if stage in ("pretrain", "gan"):
+    return {"inpainted": ranges.from_model(nets["generator"](corrupted_pm1, training=False))}
+  if stage == "dd":
+    return {"restored": ranges.from_model(nets["restorer"](corrupted_pm1, training=False))}
+  inpainted = nets["generator"](corrupted_pm1, training=False)
+  restored = nets["restorer"](inpainted, training=False)
+  return {"inpainted": ranges.from_model(inpainted), "restored": ranges.from_model(restored)}
+
+
+def validate(stage: str, nets: dict[str, keras.Model], batch) -> tuple[dict[str, float], dict]:
+  """PSNR of the stage's outputs (and of the corrupted input) on a fixed batch."""
+  outputs = _validation_outputs(stage, nets, ranges.to_model(batch["corrupted"]))
+  clean = batch["clean"]
+  scores = {"psnr_identity": float(tf.reduce_mean(metrics.psnr(clean, batch["corrupted"])))}
+  for name, images in outputs.items():
+    scores[f"psnr_{name}"] = float(tf.reduce_mean(metrics.psnr(clean, images)))
+  return scores, outputs
+
+
+# --------------------------------------------------------------------------
+# One stage.
+
+
+def _warm_start(spec: stages_lib.StageSpec, nets, workdir: str, init_from: str | None,
+                command_hint: str) -> list[str]:
+  """Restores each network of `spec.warm_start` from its source stage."""
+  if init_from == SCRATCH:
+    logging.info("Stage %s: --init_from=%s, every network starts from random weights.",
+                 spec.name, SCRATCH)
+    return []
+  source_workdir = init_from or workdir
+  restored = []
+  for network, source_stage in spec.warm_start:
+    path = latest_checkpoint(source_workdir, source_stage)
+    if path is None:
+      raise MissingStageError(
+          f"Stage {spec.name!r} starts its {network} from stage {source_stage!r}, but "
+          f"{checkpoint_dir(source_workdir, source_stage)} has no checkpoint. Run "
+          f"`{command_hint.format(stage=source_stage)}` first, point --init_from at a workdir "
+          f"that has it, or pass --init_from={SCRATCH} to train from random weights.")
+    status = tf.train.Checkpoint(**{network: nets[network]}).restore(path).expect_partial()
+    try:
+      status.assert_existing_objects_matched()
+    except AssertionError as e:
+      raise ValueError(f"Checkpoint {path} does not hold a {network} matching this config: "
+                       f"{e}") from None
+    logging.info("Stage %s: %s warm-started from %s", spec.name, network, path)
+    restored.append(f"{network}<-{path}")
+  return restored
+
+
+def train_stage(cfg: config_lib.Config,
+                stage: str,
+                workdir: str,
+                *,
+                init_from: str | None = None,
+                command_hint: str = "python train.py --stage={stage}",
+                source_train: sources.ImageSource | None = None,
+                source_test: sources.ImageSource | None = None) -> StageResult:
+  """Runs (or resumes) one stage to `cfg.stage_steps(stage)` steps."""
+  spec = stages_lib.SPECS[stage]
+  t = cfg.train
+  target = cfg.stage_steps(stage)
+  strategy = runtime.make_strategy(t.strategy)
+  runtime.set_precision(t.mixed_precision)
+  runtime.set_seed(t.seed)
+  global_batch = t.batch_size
+  if global_batch % strategy.num_replicas_in_sync:
+    raise ValueError(f"--batch_size={global_batch} must be a multiple of the "
+                     f"{strategy.num_replicas_in_sync} replicas of --strategy={t.strategy}.")
+  lr = cfg.stage_lr(stage)
+
+  with strategy.scope():
+    nets = build_networks(cfg, spec.models)
+    vgg = None
+    if spec.adversarial and cfg.loss.lambda_per > 0:
+      vgg = perceptual.build_vgg_features(cfg.loss.vgg_weights,
+                                         cfg.loss.perceptual_size or cfg.data.image_size)
+
+    def new_optimizer(variables):
+      optimizer = runtime.wrap_optimizer(keras.optimizers.RMSprop(lr), t.mixed_precision)
+      optimizer.build(variables)
+      return optimizer
+
+    optimizers = {}
+    if stage == "joint":
+      optimizers["optimizer"] = new_optimizer(nets["generator"].trainable_variables +
+                                              nets["restorer"].trainable_variables)
+    else:
+      main = "restorer" if stage == "dd" else "generator"
+      optimizers["optimizer"] = new_optimizer(nets[main].trainable_variables)
+    if spec.adversarial:
+      optimizers["critic_optimizer"] = new_optimizer(nets["critic"].trainable_variables)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    batches_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_drawn")
+
+  checkpoint = tf.train.Checkpoint(step=step_var, batches_drawn=batches_var, **nets,
+                                   **optimizers)
+  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(workdir, stage), max_to_keep=3)
+  resumed_from = None
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    resumed_from = manager.latest_checkpoint
+    logging.info("Resumed stage %s from %s at step %d.", stage, resumed_from, int(step_var))
+    print(f"Resumed stage {stage} from {resumed_from} at step {int(step_var)}.", file=sys.stderr)
+  else:
+    _warm_start(spec, nets, workdir, init_from, command_hint)
+
+  step = int(step_var)
+  summary_writer = tf.summary.create_file_writer(os.path.join(stage_dir(workdir, stage),
+                                                              "tensorboard"))
+  metrics_path = os.path.join(stage_dir(workdir, stage), "metrics.jsonl")
+  if step >= target:
+    logging.info("Stage %s is already complete (step %d of %d).", stage, step, target)
+    return StageResult(stage, step, resumed_from, {}, {})
+
+  train_source = source_train or sources.load_source(cfg.data, "train")
+  test_source = source_test or sources.load_source(cfg.data, "test")
+  dataset = pipeline.make_dataset(cfg.data, split="train", track=spec.track,
+                                  batch_size=global_batch, training=True, seed=t.seed,
+                                  source=train_source,
+                                  start_index=int(batches_var) * global_batch)
+  iterator = iter(strategy.experimental_distribute_dataset(dataset))
+  val_batch = next(iter(pipeline.make_dataset(
+      cfg.data, split="test", track=spec.track, batch_size=t.val_images, training=False,
+      source=test_source, max_images=t.val_images)))
+
+  if stage in ("pretrain", "dd"):
+    main_step = steps_lib.make_mse_step(strategy, nets["restorer" if stage == "dd" else "generator"],
+                                        optimizers["optimizer"], global_batch)
+  elif stage == "gan":
+    main_step = steps_lib.make_generator_step(strategy, nets["generator"], nets["critic"], vgg,
+                                              optimizers["optimizer"], global_batch, cfg.loss)
+  else:
+    main_step = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
+                                          nets["critic"], vgg, optimizers["optimizer"],
+                                          global_batch, cfg.loss)
+  critic_step = None
+  if spec.adversarial:
+    critic_step = steps_lib.make_critic_step(strategy, nets["generator"], nets["critic"],
+                                             optimizers["critic_optimizer"], global_batch, t.clip)
+
+  logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s.",
+               stage, step, target, global_batch, strategy.num_replicas_in_sync, lr, spec.track)
+  progress = _Progress(stage, step, target, t.log_every)
+  values: dict[str, float] = {}
+  validation: dict[str, float] = {}
+  window_start, window_steps = time.perf_counter(), 0
+  while step < target:
+    critic_values = {}
+    if critic_step is not None:
+      for _ in range(t.n_critic):
+        critic_values = critic_step(next(iterator))
+      batches_var.assign_add(t.n_critic)
+    main_values = main_step(next(iterator))
+    batches_var.assign_add(1)
+    step += 1
+    step_var.assign(step)
+    window_steps += 1
+    values = {k: float(v) for k, v in main_values.items()}
+    values.update({f"critic/{k}" if k == "grad_norm" else k: float(v)
+                   for k, v in critic_values.items()})
+    _check_finite(stage, step, values, manager)
+
+    if step % t.log_every == 0 or step == target:
+      elapsed = time.perf_counter() - window_start
+      rates = {"steps_per_s": window_steps / elapsed,
+               "images_per_s": window_steps * global_batch / elapsed}
+      window_start, window_steps = time.perf_counter(), 0
+      with summary_writer.as_default(step=step):
+        for name, value in {**values, **rates}.items():
+          tf.summary.scalar(f"{stage}/{name}", value)
+      with tf.io.gfile.GFile(metrics_path, "a") as f:
+        f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
+    if step % t.eval_every == 0 or step == target:
+      validation, outputs = validate(stage, nets, val_batch)
+      with summary_writer.as_default(step=step):
+        for name, value in validation.items():
+          tf.summary.scalar(f"{stage}/val_{name}", value)
+        tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
+        tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
+        for name, images in outputs.items():
+          tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0), max_outputs=4)
+      with tf.io.gfile.GFile(metrics_path, "a") as f:
+        f.write(json.dumps({"step": step, "time": time.time(),
+                            **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
+      logging.info("Stage %s step %d: validation %s", stage, step,
+                   " ".join(f"{k}={v:.2f}" for k, v in validation.items()))
+    if step % t.checkpoint_every == 0 or step == target:
+      path = manager.save(checkpoint_number=step)
+      logging.info("Stage %s step %d: checkpoint %s", stage, step, path)
+    progress.update(step, values, force=step == target)
+  summary_writer.flush()
+  return StageResult(stage, step, resumed_from, values, validation)
+
+
+def train(cfg: config_lib.Config, stage: str, workdir: str, *, init_from: str | None = None,
+          command_hint: str = "python train.py --stage={stage}") -> list[StageResult]:
+  """Runs `stage` (or all four with `all`) in `workdir`; saves the config first."""
+  names = stages_lib.stages_to_run(stage)
+  if init_from is not None and len(names) > 1:
+    raise ValueError("--init_from applies to a single --stage, not to --stage=all.")
+  save_config(cfg, workdir)
+  results = []
+  train_source = sources.load_source(cfg.data, "train")
+  test_source = sources.load_source(cfg.data, "test")
+  for name in names:
+    # With `all`, each stage warm-starts from the ones this run has just trained.
+    results.append(train_stage(cfg, name, workdir, init_from=init_from,
+                               command_hint=command_hint, source_train=train_source,
+                               source_test=test_source))
+  pipeline.log_skipped(train_source)
+  pipeline.log_skipped(test_source)
+  return results
+
+
+def summarize(results: list[StageResult]) -> dict[str, Any]:
+  """A JSON-able summary of a run's stage results."""
+  return {r.stage: dataclasses.asdict(r) for r in results}

@@ -1,0 +1,68 @@
+"""Where a run executes: tf.distribute strategy, precision, seeds.
+
+`make_strategy` maps `TrainConfig.strategy` to a `tf.distribute.Strategy`;
+`set_precision` installs the Keras dtype policy before models are built.
+"""
+
+from __future__ import annotations
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  """Returns the strategy called `name`.
+
+  * `auto`: MirroredStrategy over all local GPUs when there are two or
+    more, otherwise the default strategy (one device).
+  * `default`: the default strategy (one device, no replication).
+  * `mirrored`: MirroredStrategy over all local GPUs (or all logical CPUs
+    when there is no GPU, which is what the tests use).
+  * `multiworker`: MultiWorkerMirroredStrategy, configured by TF_CONFIG.
+  * `tpu`: TPUStrategy on the TPU found by TPUClusterResolver.
+  """
+  if name == "auto":
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) >= 2:
+      return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    return tf.distribute.MirroredStrategy(devices=devices)
+  if name == "multiworker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  if name == "tpu":
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
+  raise ValueError(f"--strategy={name!r}: expected auto, default, mirrored, multiworker or tpu.")
+
+
+def set_precision(policy: str) -> None:
+  """Sets the global Keras dtype policy (before any model is built).
+
+  `mixed_float16` is meant for GPUs (with loss scaling, see
+  `wrap_optimizer`); `mixed_bfloat16` for CPUs with bfloat16 support and
+  TPUs; `float32` everywhere.
+  """
+  if policy == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
+    logging.warning("mixed_float16 without a GPU is slow on most CPUs; "
+                    "consider --mixed_precision=mixed_bfloat16.")
+  keras.mixed_precision.set_global_policy(policy)
+
+
+def wrap_optimizer(optimizer, policy: str):
+  """Adds dynamic loss scaling for mixed_float16; other policies need none."""
+  if policy == "mixed_float16":
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def set_seed(seed: int) -> None:
+  """Seeds Python, NumPy, TensorFlow and Keras (weight initialisation)."""
+  keras.utils.set_random_seed(seed)

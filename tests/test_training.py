@@ -1,0 +1,232 @@
+"""Short runs of every training stage on the tiny preset: resume, chaining, faults.
+
+These use the `samples` source (scikit-image photos, no download) at 32x32
+and VGG16 with random weights (`vgg_weights=none`): the perceptual term is
+exercised, not meaningful.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cascade_tf import config as config_lib
+from cascade_tf.data import pipeline
+from cascade_tf.training import loop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny(**overrides):
+  base = {"train.steps": 2, "train.checkpoint_every": 1, "train.eval_every": 2,
+          "train.log_every": 1}
+  base.update(overrides)
+  return config_lib.with_overrides(config_lib.tiny(), base)
+
+
+def _variables(path, network):
+  """The weights of `network` as restored from the checkpoint at `path`."""
+  net = loop.build_networks(_tiny(), [network])[network]
+  tf.train.Checkpoint(**{network: net}).restore(path).expect_partial() \
+      .assert_existing_objects_matched()
+  return {v.path: v.numpy() for v in net.weights}
+
+
+def _differs(a, b):
+  assert a.keys() == b.keys() and a
+  return any(not np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def chained(tmp_path_factory):
+  """One `all` run: pretrain -> gan -> dd -> joint, two steps each."""
+  workdir = str(tmp_path_factory.mktemp("all"))
+  results = loop.train(_tiny(), "all", workdir)
+  return workdir, results
+
+
+def test_all_chains_the_four_stages(chained):
+  workdir, results = chained
+  assert [r.stage for r in results] == ["pretrain", "gan", "dd", "joint"]
+  for r in results:
+    assert r.step == 2
+    assert r.last_losses and all(np.isfinite(v) for v in r.last_losses.values())
+    assert loop.latest_checkpoint(workdir, r.stage).endswith("ckpt-2")
+    assert os.path.exists(os.path.join(workdir, r.stage, "metrics.jsonl"))
+    assert os.listdir(os.path.join(workdir, r.stage, "tensorboard"))
+  assert {"mse", "perceptual", "adversarial", "total", "critic_loss", "wasserstein"} <= set(
+      results[1].last_losses)
+  assert {"mse", "perceptual", "adversarial", "mse_intermediate"} <= set(results[3].last_losses)
+  assert "psnr_restored" in results[3].validation
+  assert os.path.exists(os.path.join(workdir, "config.json"))
+
+
+def test_each_stage_changes_its_weights(chained):
+  workdir, _ = chained
+  ckpt = {s: loop.latest_checkpoint(workdir, s) for s in ("pretrain", "gan", "dd", "joint")}
+  # Warm-started networks moved away from where they started.
+  assert _differs(_variables(ckpt["gan"], "generator"), _variables(ckpt["pretrain"], "generator"))
+  assert _differs(_variables(ckpt["joint"], "generator"), _variables(ckpt["gan"], "generator"))
+  assert _differs(_variables(ckpt["joint"], "restorer"), _variables(ckpt["dd"], "restorer"))
+  assert _differs(_variables(ckpt["joint"], "critic"), _variables(ckpt["gan"], "critic"))
+  # pretrain and dd moved away from the seeded initialisation.
+  for stage, network in (("pretrain", "generator"), ("dd", "restorer")):
+    tf.keras.utils.set_random_seed(_tiny().train.seed)
+    fresh = loop.build_networks(_tiny(), [network])[network]
+    assert _differs(_variables(ckpt[stage], network), {v.path: v.numpy() for v in fresh.weights})
+
+
+def test_critic_weights_are_clipped(chained):
+  workdir, _ = chained
+  cfg = _tiny()
+  for stage in ("gan", "joint"):
+    critic = _variables(loop.latest_checkpoint(workdir, stage), "critic")
+    kernels = list(critic.values())
+    assert len(kernels) >= 4
+    assert max(float(np.abs(v).max()) for v in kernels) <= cfg.train.clip + 1e-7
+
+
+def test_rerun_of_a_complete_stage_does_nothing(chained):
+  workdir, _ = chained
+  [result] = loop.train(_tiny(), "dd", workdir)
+  assert result.step == 2 and result.resumed_from.endswith("ckpt-2")
+  assert result.last_losses == {}
+
+
+def test_missing_stage_names_it_and_the_command(tmp_path):
+  with pytest.raises(loop.MissingStageError, match=r"'pretrain'.*train.py --stage=pretrain"):
+    loop.train(_tiny(), "gan", str(tmp_path))
+
+
+def test_no_pretraining_ablation_runs_joint_from_scratch(tmp_path):
+  [result] = loop.train(_tiny(**{"train.steps": 1}), "joint", str(tmp_path), init_from="scratch")
+  assert result.step == 1
+  assert np.isfinite(result.last_losses["total"])
+
+
+def test_nan_in_data_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+  real = pipeline.make_dataset
+
+  def poisoned(*args, **kwargs):
+    dataset = real(*args, **kwargs)
+    if not kwargs.get("training"):
+      return dataset
+    def poison(i, batch):
+      bad = tf.where(i >= 2, np.nan, 0.0)
+      return {**batch, "corrupted": batch["corrupted"] + bad}
+    return dataset.enumerate().map(poison)
+
+  monkeypatch.setattr(loop.pipeline, "make_dataset", poisoned)
+  workdir = str(tmp_path)
+  with pytest.raises(loop.NonFiniteLossError, match=r"step 3: non-finite loss.*ckpt-2"):
+    loop.train(_tiny(**{"train.steps": 5}), "pretrain", workdir)
+  assert loop.latest_checkpoint(workdir, "pretrain").endswith("ckpt-2")
+
+
+def test_changed_network_in_same_workdir_is_refused(tmp_path):
+  loop.save_config(_tiny(), str(tmp_path))
+  with pytest.raises(ValueError, match="generator.base_filters"):
+    loop.save_config(_tiny(**{"generator.base_filters": 8}), str(tmp_path))
+
+
+def _train_cmd(workdir, steps):
+  return [sys.executable, str(ROOT / "train.py"), "--preset=tiny", "--stage=pretrain",
+          f"--workdir={workdir}", f"--steps={steps}", "--checkpoint_every=1", "--eval_every=1000",
+          "--log_every=1"]
+
+
+def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path):
+  workdir = tmp_path / "run"
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+  proc = subprocess.Popen(_train_cmd(workdir, 100000), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpt_dir = workdir / "pretrain" / "checkpoints"
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline:
+      latest = tf.train.latest_checkpoint(str(ckpt_dir)) if ckpt_dir.exists() else None
+      if latest and int(latest.rsplit("-", 1)[1]) >= 3:
+        break
+      time.sleep(0.5)
+    else:
+      pytest.fail("training subprocess wrote no checkpoint in time")
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  killed_at = int(tf.train.latest_checkpoint(str(ckpt_dir)).rsplit("-", 1)[1])
+  target = killed_at + 2
+  out = subprocess.run(_train_cmd(workdir, target), cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=240)
+  assert out.returncode == 0, out.stderr[-3000:]
+  resumed = [line for line in out.stderr.splitlines() if "Resumed stage pretrain from" in line]
+  assert len(resumed) >= 1, out.stderr[-3000:]
+  resumed_step = int(resumed[0].rsplit("at step ", 1)[1].rstrip("."))
+  assert resumed_step >= killed_at
+  assert f"stage pretrain: step {target}" in out.stdout
+  assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith(f"ckpt-{target}")
+
+
+MIRRORED_SCRIPT = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+import keras
+from cascade_tf import config as config_lib
+from cascade_tf.training import loop, steps, runtime
+
+cfg = config_lib.tiny()
+batch_np = {
+    "corrupted": np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32),
+    "clean": np.random.default_rng(1).random((4, 32, 32, 3)).astype(np.float32),
+}
+
+def one_update(strategy):
+  with strategy.scope():
+    keras.utils.set_random_seed(0)
+    net = loop.build_networks(cfg, ["generator"])["generator"]
+    opt = keras.optimizers.RMSprop(1e-3)
+    opt.build(net.trainable_variables)
+  step = steps.make_mse_step(strategy, net, opt, 4)
+  dataset = tf.data.Dataset.from_tensors(batch_np)
+  out = step(next(iter(strategy.experimental_distribute_dataset(dataset))))
+  return float(out["mse"]), [v.numpy() for v in net.trainable_variables]
+
+single_loss, single = one_update(tf.distribute.OneDeviceStrategy("/cpu:0"))
+mirrored_strategy = runtime.make_strategy("mirrored")
+assert mirrored_strategy.num_replicas_in_sync == 2, mirrored_strategy.num_replicas_in_sync
+mirrored_loss, mirrored = one_update(mirrored_strategy)
+assert abs(single_loss - mirrored_loss) < 1e-5, (single_loss, mirrored_loss)
+worst = max(float(np.abs(a - b).max()) for a, b in zip(single, mirrored))
+print("max weight difference", worst)
+assert worst < 1e-5, worst
+print("OK")
+"""
+
+
+def test_two_replica_mirrored_update_matches_one_replica():
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+         "PYTHONPATH": str(ROOT)}
+  out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and "OK" in out.stdout, out.stdout[-2000:] + out.stderr[-3000:]
+
+
+def test_train_cli_help_and_bad_flag():
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  helped = subprocess.run([sys.executable, str(ROOT / "train.py"), "--helpfull"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+  assert "--n_critic" in helped.stdout and "--mixed_precision" in helped.stdout
+  bad = subprocess.run([sys.executable, str(ROOT / "train.py"), "--workdir=/tmp/x",
+                        "--image_size=48"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=120)
+  assert bad.returncode != 0
+  assert "image_size" in bad.stderr and "Traceback" not in bad.stderr
