@@ -1,0 +1,138 @@
+"""Loading a trained cascade for inference, from a workdir or a SavedModel.
+
+`load_workdir_cascade(workdir)` rebuilds the networks from the workdir's
+config.json and restores the most complete weights it has: the `joint`
+stage when it exists, otherwise the generator of `gan` (or `pretrain`)
+and the restorer of `dd`. `Repairer` wraps either a workdir or an exported
+SavedModel version directory behind one call on [0, 1] images, so
+evaluation and the restore command treat both alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from cascade_tf import config as config_lib
+from cascade_tf import ranges
+from cascade_tf.models import cascade as cascade_lib
+from cascade_tf.models import generator as generator_lib
+from cascade_tf.models import restorer as restorer_lib
+
+# Where each network is taken from, most trained first.
+_WEIGHT_SOURCES = {"generator": ("joint", "gan", "pretrain"), "restorer": ("joint", "dd")}
+
+
+@dataclasses.dataclass
+class LoadedCascade:
+  """A cascade rebuilt from a workdir, with where its weights came from."""
+
+  config: config_lib.Config
+  model: keras.Model  # corrupted [-1, 1] -> {"inpainted", "restored"} in [-1, 1].
+  generator: keras.Model
+  restorer: keras.Model
+  weights_from: dict[str, str]  # network -> checkpoint path (or "random").
+
+
+def load_config(workdir: str) -> config_lib.Config:
+  """Reads WORKDIR/config.json; ValueError naming the workdir if it is not one."""
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} does not exist.")
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f"--workdir={workdir} has no config.json: is it a cascade_tf training "
+                     "workdir (python train.py --workdir=...)?")
+  with tf.io.gfile.GFile(path) as f:
+    return config_lib.from_json(f.read())
+
+
+def load_workdir_cascade(workdir: str, *, stage: str | None = None,
+                         allow_random_restorer: bool = False) -> LoadedCascade:
+  """Rebuilds the cascade of `workdir` with its best available weights.
+
+  Args:
+    workdir: a training workdir (config.json and <stage>/checkpoints/).
+    stage: take both networks from this stage only (e.g. "joint");
+      default: the most trained checkpoint of each network.
+    allow_random_restorer: when no stage trained a restorer, keep a
+      randomly initialised one instead of failing (for "Only GAN", which
+      is scored on the generator's output alone).
+
+  Raises:
+    ValueError: naming the workdir and the missing stage.
+  """
+  cfg = load_config(workdir)
+  generator = generator_lib.build_generator(cfg.generator, None)
+  restorer = restorer_lib.build_restorer(cfg.restorer, None)
+  networks = {"generator": generator, "restorer": restorer}
+  weights_from = {}
+  for name, candidates in _WEIGHT_SOURCES.items():
+    if stage is not None:
+      candidates = (stage,)
+    path = None
+    for candidate in candidates:
+      path = tf.train.latest_checkpoint(os.path.join(workdir, candidate, "checkpoints"))
+      if path:
+        break
+    if path is None:
+      if name == "restorer" and allow_random_restorer:
+        weights_from[name] = "random"
+        continue
+      raise ValueError(
+          f"--workdir={workdir} has no checkpoint with a trained {name} (looked in "
+          f"{', '.join(candidates)}). Train it first: python train.py --stage={candidates[-1]} "
+          f"--workdir={workdir}")
+    status = tf.train.Checkpoint(**{name: networks[name]}).restore(path).expect_partial()
+    status.assert_existing_objects_matched()
+    weights_from[name] = path
+  logging.info("Loaded cascade from %s: %s", workdir, weights_from)
+  model = cascade_lib.build_cascade(generator, restorer)
+  return LoadedCascade(cfg, model, generator, restorer, weights_from)
+
+
+def _savedmodel_config(savedmodel_dir: str) -> config_lib.Config | None:
+  """The training config recorded by export.py (assets.extra/cascade_tf.json), if any."""
+  path = os.path.join(savedmodel_dir, "assets.extra", "cascade_tf.json")
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return config_lib.from_dict(json.load(f)["config"])
+
+
+class Repairer:
+  """One call, [0, 1] images in, {"inpainted", "restored"} in [0, 1] out.
+
+  `source` is a training workdir or an exported SavedModel version
+  directory (export.py's `<export_dir>/<N>`). Inputs are float32 [B, H, W,
+  3]; H and W must be multiples of 32 for a workdir model (the SavedModel
+  pads internally). `config` is the training config: the workdir's, or the
+  one export.py recorded in the SavedModel (None for other SavedModels).
+  """
+
+  def __init__(self, source: str):
+    self.source = source
+    if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
+      self._saved = tf.saved_model.load(source)
+      self._serve = self._saved.signatures["serving_default"]
+      self.kind = "savedmodel"
+      self.config = _savedmodel_config(source)
+    else:
+      loaded = load_workdir_cascade(source)
+      self._model = loaded.model
+      self.config = loaded.config
+      self.kind = "workdir"
+      self._call = tf.function(
+          lambda x: self._model(ranges.to_model(x), training=False), reduce_retracing=True)
+
+  def __call__(self, images_01) -> dict[str, tf.Tensor]:
+    images_01 = tf.convert_to_tensor(images_01, tf.float32)
+    if self.kind == "savedmodel":
+      out = self._serve(images=images_01)
+      return {"inpainted": out["inpainted"], "restored": out["restored"]}
+    out = self._call(images_01)
+    return {k: ranges.from_model(v, clip=True) for k, v in out.items()}
