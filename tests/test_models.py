@@ -20,7 +20,7 @@ from cascade_tf.models import perceptual
 
 ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 # Parameter counts of the paper preset (also in docs/architecture.md).
-PAPER_PARAMS = {"generator": 46_968_323, "critic": 23_105_345, "restorer": 505_251}
+PAPER_PARAMS = {"generator": 46_968_323, "critic": 23_113_665, "restorer": 505_251}
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +301,16 @@ def test_vgg_loads_a_local_h5_file(tmp_path):
   for name in perceptual.FEATURE_LAYERS:
     np.testing.assert_array_equal(features.get_layer(name).kernel.numpy(),
                                   source.get_layer(name).kernel.numpy())
+
+
+def test_clipped_critic_keeps_a_usable_signal_only_with_normalization():
+  """Weight clipping starves the plain 13-conv critic; group norm keeps it alive."""
+  images = tf.random.stateless_uniform([4, 32, 32, 3], [0, 1], minval=-1.0, maxval=1.0)
+  scores = {}
+  for normalization in ("group", "none"):
+    cfg = config.with_overrides(config.tiny(), {"critic.normalization": normalization})
+    critic = build_critic(cfg.critic, 32)
+    losses.clip_weights(critic, 0.01)
+    scores[normalization] = float(tf.reduce_max(tf.abs(critic(images))))
+  assert scores["none"] < 1e-12
+  assert scores["group"] > 1e-7

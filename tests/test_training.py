@@ -230,3 +230,16 @@ def test_train_cli_help_and_bad_flag():
                        timeout=120)
   assert bad.returncode != 0
   assert "image_size" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_report_plots_curves_and_tabulates_validation(chained, tmp_path):
+  from cascade_tf.training import report
+  workdir, _ = chained
+  png = tmp_path / "curves.png"
+  report.plot_curves(workdir, str(png))
+  assert png.stat().st_size > 10_000
+  table = report.validation_table(workdir)
+  assert "| joint | joint | 2 | restored |" in table
+  assert "| dd | restore | 2 | restored |" in table
+  with pytest.raises(ValueError, match="metrics.jsonl"):
+    report.load_metrics(str(tmp_path))

@@ -1,0 +1,90 @@
+"""Reads a workdir's metrics.jsonl files and plots or tabulates them.
+
+`load_metrics(workdir)` returns, per stage, the logged training rows and
+the validation rows; `plot_curves` draws every stage's loss terms and its
+validation PSNR against the corrupted input's (`identity`) into one PNG;
+`validation_table` gives the last validation row of each stage as
+Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+from cascade_tf.training import stages as stages_lib
+
+_LOSS_TERMS = ("mse", "perceptual", "adversarial", "mse_intermediate", "critic_loss",
+               "wasserstein")
+
+
+def load_metrics(workdir: str) -> dict[str, dict[str, list[dict]]]:
+  """{stage: {"train": [rows], "val": [rows]}} for the stages that logged."""
+  out = {}
+  for stage in stages_lib.STAGES:
+    path = os.path.join(workdir, stage, "metrics.jsonl")
+    if not os.path.exists(path):
+      continue
+    train, val = [], []
+    with open(path) as f:
+      for line in f:
+        row = json.loads(line)
+        (val if any(k.startswith("val_") for k in row) else train).append(row)
+    out[stage] = {"train": train, "val": val}
+  if not out:
+    raise ValueError(f"--workdir={workdir} has no <stage>/metrics.jsonl: has it been trained?")
+  return out
+
+
+def plot_curves(workdir: str, output_png: str) -> None:
+  """Loss terms (top row) and validation PSNR (bottom row), one column per stage."""
+  metrics = load_metrics(workdir)
+  stages = list(metrics)
+  fig, axes = plt.subplots(2, len(stages), figsize=(4.2 * len(stages), 6.5), squeeze=False)
+  for col, stage in enumerate(stages):
+    train, val = metrics[stage]["train"], metrics[stage]["val"]
+    ax = axes[0][col]
+    for term in _LOSS_TERMS:
+      points = [(r["step"], r[term]) for r in train if term in r]
+      if points and any(abs(v) > 0 for _, v in points):
+        steps, values = zip(*points)
+        ax.plot(steps, values, label=term, linewidth=1)
+    ax.set_title(f"{stage}: training losses")
+    ax.set_xlabel("step")
+    ax.set_yscale("symlog", linthresh=1e-4)
+    ax.legend(fontsize=7)
+    ax = axes[1][col]
+    keys = sorted({k for r in val for k in r if k.startswith("val_psnr")})
+    for key in keys:
+      steps = [r["step"] for r in val if key in r]
+      ax.plot(steps, [r[key] for r in val if key in r], marker=".",
+              linestyle="--" if key.endswith("identity") else "-",
+              label=key.replace("val_psnr_", ""))
+    ax.set_title(f"{stage}: validation PSNR (dB)")
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(output_png)), exist_ok=True)
+  fig.savefig(output_png, dpi=110)
+  plt.close(fig)
+
+
+def validation_table(workdir: str) -> str:
+  """Markdown: first and last validation PSNR per stage, with identity."""
+  lines = ["| stage | track | steps | output | first val PSNR (dB) | last val PSNR (dB) | "
+           "identity PSNR (dB) |", "|---|---|---|---|---|---|---|"]
+  for stage, rows in load_metrics(workdir).items():
+    val = rows["val"]
+    if not val:
+      continue
+    first, last = val[0], val[-1]
+    for key in sorted(k for k in last if k.startswith("val_psnr_") and k != "val_psnr_identity"):
+      lines.append(f"| {stage} | {stages_lib.SPECS[stage].track} | {last['step']} | "
+                   f"{key.replace('val_psnr_', '')} | {first[key]:.2f} (step {first['step']}) | "
+                   f"{last[key]:.2f} | {last['val_psnr_identity']:.2f} |")
+  return "\n".join(lines)
