@@ -1,0 +1,67 @@
+"""Repairs photos with a trained cascade: single images or whole folders.
+
+    python restore.py photo.jpg holiday/ --model=exports/cascade --output_dir=restored
+    python restore.py scan.png --workdir=runs/cpu --hole=centre --output_dir=out
+    python restore.py damaged.jpg --model=exports/cascade/3 --mask=scratches.png \
+        --output_dir=out --save_intermediate
+
+Folders are searched recursively. Each image is repaired at its own
+resolution in overlapping tiles of the training size (--tile_size,
+--tile_overlap), unless --resize scales it first; results are written as
+OUTPUT_DIR/<name>.png. Unreadable files are skipped, named and counted; the
+exit status is 0 when at least one image was written. See docs/serving.md.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from cascade_tf import serving
+
+flags.DEFINE_string("model", None, "A SavedModel version folder (export.py's EXPORT_DIR/N), or "
+                    "EXPORT_DIR itself (its largest version).")
+flags.DEFINE_string("workdir", None, "A training workdir, used instead of --model.")
+flags.DEFINE_string("output_dir", None, "Where the restored PNGs are written.")
+flags.DEFINE_enum("hole", "none", list(serving.HOLES),
+                  "none: repair the image as it is; centre: first fill a centred square of "
+                  "side min(height, width) / 2 with grey (0.5), as in training, and inpaint it.")
+flags.DEFINE_string("mask", None, "An image of the same size as the input(s) whose white pixels "
+                    "are the hole (filled with 0.5, then inpainted).")
+flags.DEFINE_integer("tile_size", None, "Tile side in px, a multiple of 32; default: the model's "
+                     "training image size; 0: the whole image in one pass.")
+flags.DEFINE_integer("tile_overlap", None, "Overlap of neighbouring tiles in px, at most "
+                     "tile_size / 2 (default: tile_size / 4; multiples of 32 keep the tiles on "
+                     "the generator's stride grid).")
+flags.DEFINE_integer("batch_size", 8, "Tiles per model call (memory grows with it).")
+flags.DEFINE_integer("resize", None, "Resize each image so that its short side is this many px "
+                     "before repairing it (the training data had its short side resized to the "
+                     "training size, e.g. 128); the output has the resized size.")
+flags.DEFINE_bool("save_intermediate", False, "Also write the generator's output as "
+                  "<name>_inpainted.png.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  inputs = argv[1:]
+  if bool(FLAGS.model) == bool(FLAGS.workdir):
+    raise app.UsageError("Pass exactly one of --model (a SavedModel) or --workdir.")
+  if not FLAGS.output_dir:
+    raise app.UsageError("--output_dir is required.")
+  if not inputs:
+    raise app.UsageError("Pass image files or folders to repair, e.g. restore.py photo.jpg.")
+  options = serving.RestoreOptions(
+      hole=FLAGS.hole, mask_path=FLAGS.mask, tile_size=FLAGS.tile_size,
+      tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size,
+      resize_short_side=FLAGS.resize, save_intermediate=FLAGS.save_intermediate)
+  try:
+    report = serving.restore_paths(FLAGS.model or FLAGS.workdir, inputs, FLAGS.output_dir,
+                                   options)
+  except ValueError as e:
+    print(f"restore.py: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  sys.exit(0 if report.written else 1)
+
+
+if __name__ == "__main__":
+  app.run(main)

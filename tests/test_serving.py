@@ -1,0 +1,262 @@
+"""Tests of the SavedModel export (cascade_tf/serving.py, export.py, serving_client.py).
+
+One tiny workdir (random but seeded weights written as a `joint` checkpoint,
+so these tests do not depend on the training loop) is exported once and
+shared. TF Serving itself cannot run here: the gRPC client is tested up to
+a built PredictRequest, which is then fed to the SavedModel directly.
+"""
+
+import io
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import keras
+import numpy as np
+from PIL import Image
+import pytest
+from skimage import data as skimage_data
+import tensorflow as tf
+
+from cascade_tf import config as config_lib
+from cascade_tf import inference
+from cascade_tf import serving
+from cascade_tf.models import generator as generator_lib
+from cascade_tf.models import restorer as restorer_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTIPLE = 32  # 2 ** generator.num_levels of the tiny preset.
+
+
+def make_workdir(path: Path) -> str:
+  """A workdir with config.json and a `joint` checkpoint of seeded random networks."""
+  cfg = config_lib.tiny()
+  keras.utils.set_random_seed(0)
+  generator = generator_lib.build_generator(cfg.generator, None)
+  restorer = restorer_lib.build_restorer(cfg.restorer, None)
+  tf.train.Checkpoint(generator=generator, restorer=restorer).save(
+      str(path / "joint" / "checkpoints" / "ckpt"))
+  (path / "config.json").write_text(config_lib.to_json(cfg))
+  return str(path)
+
+
+def keras_reference(model, images_01: np.ndarray) -> dict[str, np.ndarray]:
+  """The Keras cascade on the input reflect-padded (bottom/right) to a multiple of 32."""
+  height, width = images_01.shape[1:3]
+  padded = np.pad(images_01, [(0, 0), (0, -height % MULTIPLE), (0, -width % MULTIPLE), (0, 0)],
+                  mode="reflect")
+  out = model(padded * 2.0 - 1.0, training=False)
+  return {name: np.clip((out[name].numpy()[:, :height, :width] + 1.0) / 2.0, 0.0, 1.0)
+          for name in serving.OUTPUTS}
+
+
+def photo(height: int, width: int) -> np.ndarray:
+  """uint8 [H, W, 3]: the astronaut photo resized (real image statistics)."""
+  image = tf.image.resize(skimage_data.astronaut(), [height, width], antialias=True)
+  return np.clip(np.round(image.numpy()), 0, 255).astype(np.uint8)
+
+
+def encode(image_uint8: np.ndarray, fmt: str) -> bytes:
+  buffer = io.BytesIO()
+  options = {"quality": 90} if fmt == "JPEG" else {}
+  Image.fromarray(image_uint8).save(buffer, format=fmt, **options)
+  return buffer.getvalue()
+
+
+def run_python(code: str, *args: str) -> subprocess.CompletedProcess:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+  return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                        env=env, cwd=ROOT, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return make_workdir(tmp_path_factory.mktemp("workdir"))
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("exports") / "cascade")
+
+
+@pytest.fixture(scope="module")
+def exported(workdir, export_dir):
+  return serving.export_savedmodel(workdir, export_dir)
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+  return tf.saved_model.load(exported)
+
+
+@pytest.fixture(scope="module")
+def keras_model(workdir):
+  return inference.load_workdir_cascade(workdir).model
+
+
+def test_export_layout_and_provenance(exported, export_dir, workdir):
+  assert exported == os.path.join(export_dir, "1")
+  assert os.path.exists(os.path.join(exported, "saved_model.pb"))
+  assert os.listdir(os.path.join(exported, "variables"))
+  assert sorted(os.listdir(export_dir)) == ["1"]  # no temporary folder left behind
+  provenance = serving.read_provenance(exported)
+  assert provenance["version"] == 1
+  assert provenance["weights_from"]["generator"].startswith(
+      os.path.join(workdir, "joint", "checkpoints", "ckpt-"))
+  assert config_lib.from_dict(provenance["config"]) == config_lib.tiny()
+  assert provenance["min_side_px"] == MULTIPLE
+  # The shared loader reads the recorded config back.
+  assert inference.Repairer(exported).config == config_lib.tiny()
+
+
+def test_saved_model_cli_lists_both_signatures(exported):
+  cli = Path(sys.executable).with_name("saved_model_cli")
+  command = [str(cli)] if cli.exists() else [
+      sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+  result = subprocess.run(command + ["show", "--dir", exported, "--all"], capture_output=True,
+                          text=True, timeout=300, check=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  text = result.stdout
+  default = text[text.index("signature_def['serving_default']"):]
+  default = default[:default.index("Method name is")]
+  assert "inputs['images']" in default and "DT_FLOAT" in default
+  assert "shape: (-1, -1, -1, 3)" in default
+  assert "outputs['restored']" in default and "outputs['inpainted']" in default
+  as_bytes = text[text.index("signature_def['serving_bytes']"):]
+  as_bytes = as_bytes[:as_bytes.index("Method name is")]
+  assert "inputs['images_bytes']" in as_bytes and "DT_STRING" in as_bytes
+  assert "outputs['restored_bytes']" in as_bytes and "outputs['inpainted_bytes']" in as_bytes
+  assert "Method name is: tensorflow/serving/predict" in text
+
+
+def test_fresh_process_matches_keras(exported, keras_model, tmp_path):
+  rng = np.random.default_rng(0)
+  inputs = {
+      "odd": photo(45, 70)[None].astype(np.float32) / 255.0,  # padded to 64 x 96 inside
+      "batch": rng.uniform(0.0, 1.0, [3, 64, 32, 3]).astype(np.float32),  # no padding
+      "smallest": photo(32, 33)[None].astype(np.float32) / 255.0,
+  }
+  np.savez(tmp_path / "inputs.npz", **inputs)
+  # Only TensorFlow is imported there: the SavedModel must stand on its own.
+  code = (
+      "import sys, numpy as np, tensorflow as tf\n"
+      "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+      "inputs = np.load(sys.argv[2])\n"
+      "out = {}\n"
+      "for key in inputs.files:\n"
+      "  result = serve(images=tf.constant(inputs[key]))\n"
+      "  out.update({key + '/' + name: v.numpy() for name, v in result.items()})\n"
+      "np.savez(sys.argv[3], **out)\n")
+  result = run_python(code, exported, str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  served = np.load(tmp_path / "out.npz")
+  for key, images in inputs.items():
+    expected = keras_reference(keras_model, images)
+    for name in serving.OUTPUTS:
+      got = served[f"{key}/{name}"]
+      assert got.shape == images.shape and got.dtype == np.float32
+      np.testing.assert_allclose(got, expected[name], rtol=0, atol=1e-5, err_msg=f"{key}/{name}")
+  # The comparison is not vacuous: the model changes the image.
+  assert np.abs(served["odd/restored"] - inputs["odd"]).mean() > 0.01
+
+
+def test_bytes_signature_round_trips_png_and_jpeg(loaded):
+  png = encode(photo(40, 50), "PNG")
+  jpeg = encode(photo(64, 48), "JPEG")
+  out = loaded.signatures["serving_bytes"](images_bytes=tf.constant([png, jpeg]))
+  assert set(out) == {"restored_bytes", "inpainted_bytes"}
+  serve = loaded.signatures["serving_default"]
+  for k, (data, decode) in enumerate([(png, tf.io.decode_png), (jpeg, tf.io.decode_jpeg)]):
+    decoded = tf.cast(decode(data, channels=3), tf.float32)[None] / 255.0
+    expected = serve(images=decoded)
+    for name in serving.OUTPUTS:
+      encoded = out[f"{name}_bytes"].numpy()[k]
+      assert encoded.startswith(b"\x89PNG")
+      pixels = np.asarray(Image.open(io.BytesIO(encoded)))
+      assert pixels.shape == tuple(decoded.shape[1:]) and pixels.dtype == np.uint8
+      # Rounding to 8 bits is the only difference from the float signature.
+      np.testing.assert_allclose(pixels / 255.0, expected[name].numpy()[0], rtol=0,
+                                 atol=0.5 / 255 + 1e-6)
+
+
+@pytest.mark.parametrize("images,match", [
+    (np.full([32, 32, 3], 0.5, np.float32), r"expected float32 \[batch, height, width, 3\]"),
+    (np.full([1, 32, 32, 4], 0.5, np.float32), r"expected float32 \[batch, height, width, 3\]"),
+    (np.full([1, 20, 20, 3], 0.5, np.float32), r"at least 32 px"),
+    (np.full([1, 32, 32, 3], 200.0, np.float32), r"in \[0, 1\] \(divide 8-bit values by 255\)"),
+], ids=["rank3", "4channels", "20x20", "0-255"])
+def test_invalid_images_say_what_was_expected(loaded, images, match):
+  with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+    loaded.signatures["serving_default"](images=tf.constant(images))
+
+
+def test_invalid_bytes_say_what_was_expected(loaded):
+  serve = loaded.signatures["serving_bytes"]
+  with pytest.raises(tf.errors.InvalidArgumentError, match="expected encoded JPEG or PNG"):
+    serve(images_bytes=tf.constant([b"definitely not an image"]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="at least 32 px"):
+    serve(images_bytes=tf.constant([encode(photo(20, 40), "PNG")]))
+
+
+def test_versions_increment_and_are_never_overwritten(exported, export_dir, workdir):
+  before = Path(exported, "saved_model.pb").stat().st_mtime_ns
+  with pytest.raises(ValueError, match=r"--version=1: .*1 already exists"):
+    serving.export_savedmodel(workdir, export_dir, version=1)
+  with pytest.raises(ValueError, match="--version=0"):
+    serving.export_savedmodel(workdir, export_dir, version=0)
+  # A version folder that is there (even incomplete) is never reused.
+  os.makedirs(os.path.join(export_dir, "7"))
+  result = subprocess.run(
+      [sys.executable, "export.py", f"--workdir={workdir}", f"--export_dir={export_dir}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().splitlines()[-1] == os.path.join(export_dir, "8")
+  assert sorted(os.listdir(export_dir)) == ["1", "7", "8"]
+  assert Path(exported, "saved_model.pb").stat().st_mtime_ns == before
+  assert serving.resolve_model(export_dir) == os.path.join(export_dir, "8")
+
+
+def test_restore_from_savedmodel_matches_workdir(exported, export_dir, workdir, tmp_path):
+  """restore.py's library on the export (found from its base folder) and on the workdir."""
+  Image.fromarray(photo(70, 110)).save(tmp_path / "c.png")
+  # Default tiling: the training size (32 px for tiny), read from the export's config.
+  reports = {}
+  for name, model in (("export", export_dir), ("workdir", workdir)):
+    reports[name] = serving.restore_paths(model, [str(tmp_path / "c.png")],
+                                          str(tmp_path / name))
+    assert len(reports[name].written) == 1 and not reports[name].skipped
+  a, b = (np.asarray(Image.open(tmp_path / name / "c.png"), np.float32)
+          for name in ("export", "workdir"))
+  assert a.shape == (70, 110, 3)
+  assert np.abs(a - b).max() <= 1  # the float results agree to 1e-5; then 8-bit rounding
+
+
+def test_grpc_client_builds_a_predict_request(loaded, tmp_path):
+  pytest.importorskip("tensorflow_serving", reason="tensorflow-serving-api is not installed")
+  # pylint: disable=g-import-not-at-top
+  import serving_client
+  from tensorflow_serving.apis import predict_pb2
+  assert (serving_client.SIGNATURE_BYTES, serving_client.INPUT_BYTES) == (
+      serving.SIGNATURE_BYTES, serving.INPUT_BYTES)
+  images = [encode(photo(40, 50), "PNG"), encode(photo(48, 64), "JPEG")]
+  request = serving_client.build_predict_request(images, "cascade", version=3)
+  assert request.model_spec.name == "cascade"
+  assert request.model_spec.signature_name == "serving_bytes"
+  assert request.model_spec.version.value == 3
+  tensor = request.inputs["images_bytes"]
+  assert tensor.dtype == tf.string.as_datatype_enum
+  assert [d.size for d in tensor.tensor_shape.dim] == [2]
+  # What the server would do with it: parse the wire bytes, run the signature.
+  parsed = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+  fed = tf.make_ndarray(parsed.inputs["images_bytes"])
+  assert list(fed) == images
+  out = loaded.signatures["serving_bytes"](images_bytes=tf.constant(fed))
+  response = predict_pb2.PredictResponse()
+  for name, value in out.items():
+    response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+  pngs = serving_client.pngs_from_response(response)
+  assert [np.asarray(Image.open(io.BytesIO(p))).shape for p in pngs] == [(40, 50, 3), (48, 64, 3)]
+  with pytest.raises(ValueError, match="no output 'missing_bytes'"):
+    serving_client.pngs_from_response(response, "missing_bytes")
