@@ -51,6 +51,16 @@ def load_config(workdir: str) -> config_lib.Config:
     return config_lib.from_json(f.read())
 
 
+def _restore(network: keras.Model, name: str, path: str) -> bool:
+  """Restores `network` from `path` if that checkpoint holds it; else False."""
+  status = tf.train.Checkpoint(**{name: network}).restore(path).expect_partial()
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError:
+    return False
+  return True
+
+
 def load_workdir_cascade(workdir: str, *, stage: str | None = None,
                          allow_random_restorer: bool = False) -> LoadedCascade:
   """Rebuilds the cascade of `workdir` with its best available weights.
@@ -76,8 +86,10 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
       candidates = (stage,)
     path = None
     for candidate in candidates:
-      path = tf.train.latest_checkpoint(os.path.join(workdir, candidate, "checkpoints"))
-      if path:
+      candidate_path = tf.train.latest_checkpoint(
+          os.path.join(workdir, candidate, "checkpoints"))
+      if candidate_path and _restore(networks[name], name, candidate_path):
+        path = candidate_path
         break
     if path is None:
       if name == "restorer" and allow_random_restorer:
@@ -87,8 +99,6 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
           f"--workdir={workdir} has no checkpoint with a trained {name} (looked in "
           f"{', '.join(candidates)}). Train it first: python train.py --stage={candidates[-1]} "
           f"--workdir={workdir}")
-    status = tf.train.Checkpoint(**{name: networks[name]}).restore(path).expect_partial()
-    status.assert_existing_objects_matched()
     weights_from[name] = path
   logging.info("Loaded cascade from %s: %s", workdir, weights_from)
   model = cascade_lib.build_cascade(generator, restorer)

@@ -181,7 +181,8 @@ tf.config.set_logical_device_configuration(
     cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 import keras
 from cascade_tf import config as config_lib
-from cascade_tf.training import loop, steps, runtime
+from cascade_tf import runtime
+from cascade_tf.training import loop, steps
 
 cfg = config_lib.tiny()
 batch_np = {
@@ -243,3 +244,16 @@ def test_report_plots_curves_and_tabulates_validation(chained, tmp_path):
   assert "| dd | restore | 2 | restored |" in table
   with pytest.raises(ValueError, match="metrics.jsonl"):
     report.load_metrics(str(tmp_path))
+
+
+def test_inference_loads_the_most_trained_weights(chained):
+  from cascade_tf import inference
+  workdir, _ = chained
+  loaded = inference.load_workdir_cascade(workdir)
+  assert loaded.weights_from["generator"].endswith("joint/checkpoints/ckpt-2")
+  assert loaded.weights_from["restorer"].endswith("joint/checkpoints/ckpt-2")
+  only_gan = inference.load_workdir_cascade(workdir, stage="gan", allow_random_restorer=True)
+  assert only_gan.weights_from["generator"].endswith("gan/checkpoints/ckpt-2")
+  assert only_gan.weights_from["restorer"] == "random"
+  with pytest.raises(ValueError, match="no checkpoint with a trained restorer"):
+    inference.load_workdir_cascade(workdir, stage="gan")

@@ -48,13 +48,13 @@ import tensorflow as tf
 from cascade_tf import config as config_lib
 from cascade_tf import metrics
 from cascade_tf import ranges
+from cascade_tf import runtime
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
 from cascade_tf.models import critic as critic_lib
 from cascade_tf.models import generator as generator_lib
 from cascade_tf.models import perceptual
 from cascade_tf.models import restorer as restorer_lib
-from cascade_tf.training import runtime
 from cascade_tf.training import stages as stages_lib
 from cascade_tf.training import steps as steps_lib
 
