@@ -14,12 +14,15 @@ of `--repeats` repeats with the min and max. Run it alone on the machine.
 import os
 import platform
 import statistics
+import sys
 import time
 
 from absl import app
 from absl import flags
 import tensorflow as tf
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top
 from cascade_tf import cli
 from cascade_tf.config import TRACKS
 from cascade_tf.data import pipeline

@@ -118,7 +118,7 @@ def layer_flops(layer, input_shape, output_shape) -> int:
   if isinstance(layer, keras.layers.Dense):
     kernel = tuple(layer.kernel.shape)  # [in, units]
     return 2 * _per_image(output_shape, "output", layer.name) * kernel[0]
-  if any(hasattr(layer, w) for w in ("kernel", "depthwise_kernel", "embeddings")):
+  if any(hasattr(layer, w) for w in ("kernel", "depthwise_kernel")):
     raise ValueError(f"forward_flops does not know how to count layer {layer.name!r} of type "
                      f"{type(layer).__name__}; add it to cascade_tf.flops.layer_flops.")
   return 0

@@ -11,34 +11,23 @@ from pathlib import Path
 import subprocess
 import sys
 
-import keras
 import numpy as np
 from PIL import Image
 import pytest
 from skimage import data as skimage_data
 import tensorflow as tf
 
-from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import serving
 from cascade_tf import tiling
-from cascade_tf.models import generator as generator_lib
-from cascade_tf.models import restorer as restorer_lib
+
+import workdirs  # pylint: disable=g-bad-import-order
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTIPLE = 32  # 2 ** generator.num_levels of the tiny preset.
 
 
-def make_workdir(path: Path) -> str:
-  """A workdir with config.json and a `joint` checkpoint of seeded random networks."""
-  cfg = config_lib.tiny()
-  keras.utils.set_random_seed(0)
-  generator = generator_lib.build_generator(cfg.generator, None)
-  restorer = restorer_lib.build_restorer(cfg.restorer, None)
-  tf.train.Checkpoint(generator=generator, restorer=restorer).save(
-      str(path / "joint" / "checkpoints" / "ckpt"))
-  (path / "config.json").write_text(config_lib.to_json(cfg))
-  return str(path)
+make_workdir = workdirs.make_random_workdir
 
 
 def photo(height: int, width: int) -> np.ndarray:

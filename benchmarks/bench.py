@@ -1,0 +1,738 @@
+"""Throughput, FLOPs and memory of every training step, of inference and of the input.
+
+    python benchmarks/bench.py --preset=cpu --mode=all --batch_size=8 --json=cpu_f32.json
+    python benchmarks/bench.py --preset=paper --mode=train --batch_size=8 --precision=bfloat16
+    TF_ENABLE_ONEDNN_OPTS=1 python benchmarks/bench.py ...   # or --onednn=on
+
+Prints one Markdown table (and with --json writes a list of rows) with, per
+row: images/s as the median of --steps timed steps after --warmup untimed
+ones, with the min and max; the analytic forward-and-backward GFLOP per
+image (`cascade_tf.flops`); the achieved GFLOP/s; its fraction of this
+machine's peak measured in the same run; and the peak resident memory.
+
+Rows (`stage`), by --mode:
+
+* train: `pretrain`, `dd` (MSE updates of generator and restorer),
+  `critic` (one critic update), `gan_generator` (one generator update of
+  stage gan), `gan_full_step` (n_critic critic updates + one generator
+  update, as train.py runs a step; img/s counts generator images), `joint`,
+  `joint_full_step` (likewise). The steps are those of
+  `cascade_tf/training/steps.py`, built as `training/loop.py` builds them
+  (RMSProp, default strategy), fed one fixed random batch in [0, 1]; VGG16
+  has random weights (same cost) at the preset's `loss.perceptual_size`.
+* infer: `infer_keras`, the Keras cascade (training=False) in a
+  tf.function with a fixed input signature.
+* export: `infer_savedmodel`, a freshly built (untrained) cascade exported
+  with `cascade_tf.serving.export_savedmodel` and timed through its
+  `serving_default` signature (input checks, padding and clipping included).
+* all: the above, plus `data_inpaint`, `data_restore`, `data_joint` (the
+  training input pipeline of each corruption track, --dataset, default the
+  `samples` photos, cache warm; a timed step is --data_batches batches) and
+  `peak_matmul` / `peak_conv3x3`: a float32 NxN matmul and a 3x3 same
+  convolution [B, S, S, C] -> C (and at bfloat16/float16 too when that is
+  the --precision). For peak_matmul one "image" is one product.
+
+`% of peak` is a row's GFLOP/s over the best peak row of the same precision
+in the same run (with --isolate the peak rows are still measured in this
+run, each in its own process). Data rows have no FLOPs.
+
+Precision: `float32`, `bfloat16` (Keras policy mixed_bfloat16, for CPUs
+with native bf16 and TPUs) or `float16` (mixed_float16 with loss scaling,
+for GPUs).
+
+Peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss`, the process's high-water
+mark. With --isolate (the default) every row runs in a fresh process (this
+script, re-run with --stages=<row>), so it is that row's own peak,
+TensorFlow and Python included; with --noisolate all rows share one process
+and the value is cumulative over the rows measured so far. On a GPU the
+row also gets `peak_device_mb` (TF's peak allocator use on GPU:0).
+
+Settings to compare (each a separate run; the JSON rows record them):
+--onednn=on|off (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported;
+unset, TF turns oneDNN on only on CPUs with AVX-512 VNNI/BF16 or AMX class
+features, so it is off on an AVX2-only CPU; the header prints the state),
+--jit_compile (XLA: each step is wrapped in tf.function(jit_compile=True);
+the SavedModel row is not affected), --threads_intra/--threads_inter,
+--precision, --fuse_critic (the n_critic critic updates of the full-step
+rows run in one tf.function as a tf.while_loop over n_critic stacked
+batches). Run it alone on the machine: other load changes the numbers.
+
+Library use (tests): `measure_rows(cfg_or_preset, mode, batch_size, ...)`
+returns the rows; `format_table(rows)` the Markdown.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:  # `python benchmarks/bench.py` from anywhere.
+  sys.path.insert(0, _ROOT)
+
+_ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+_ONEDNN_VALUES = {"on": "1", "off": "0"}
+
+
+def _apply_onednn_flag(argv) -> None:
+  """Sets TF_ENABLE_ONEDNN_OPTS from --onednn=on|off in `argv`.
+
+  TensorFlow reads the variable once, when it is imported, so this runs
+  before the imports below (absl parses the flag itself later, and main
+  checks that it agrees).
+  """
+  for arg in argv[1:]:
+    if arg.startswith("--onednn="):
+      value = arg.split("=", 1)[1]
+      if value in _ONEDNN_VALUES:
+        os.environ[_ONEDNN_ENV] = _ONEDNN_VALUES[value]
+
+
+if __name__ == "__main__":
+  _apply_onednn_flag(sys.argv)
+
+# pylint: disable=wrong-import-position
+import contextlib
+import gc
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from typing import Callable, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import keras
+import tensorflow as tf
+
+from cascade_tf import cli
+from cascade_tf import config as config_lib
+from cascade_tf import flops as flops_lib
+from cascade_tf import ranges
+from cascade_tf import runtime
+from cascade_tf.data import pipeline
+from cascade_tf.data import sources
+from cascade_tf.models import cascade as cascade_lib
+from cascade_tf.models import critic as critic_lib
+from cascade_tf.models import generator as generator_lib
+from cascade_tf.models import perceptual
+from cascade_tf.models import restorer as restorer_lib
+from cascade_tf.training import steps as steps_lib
+# pylint: enable=wrong-import-position
+
+MODES = ("train", "infer", "export", "all")
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+TRAIN_ROWS = ("pretrain", "dd", "critic", "gan_generator", "gan_full_step", "joint",
+              "joint_full_step")
+INFER_ROWS = ("infer_keras",)
+EXPORT_ROWS = ("infer_savedmodel",)
+DATA_ROWS = tuple(f"data_{track}" for track in config_lib.TRACKS)
+PEAK_ROWS = ("peak_matmul", "peak_conv3x3")
+# The row's `mode`: what kind of work it measures.
+ROW_MODE = {**{n: "train" for n in TRAIN_ROWS}, **{n: "infer" for n in INFER_ROWS},
+            **{n: "export" for n in EXPORT_ROWS}, **{n: "data" for n in DATA_ROWS},
+            **{n: "peak" for n in PEAK_ROWS}}
+# The keys every row has (the command-line contract), then the run's settings.
+ROW_KEYS = ("preset", "mode", "stage", "precision", "batch_size", "image_size", "img_per_s",
+            "img_per_s_min", "img_per_s_max", "gflop_per_img", "gflops", "peak_fraction",
+            "peak_rss_mb")
+SETTING_KEYS = ("jit_compile", "fuse_critic", "onednn", "threads_intra", "threads_inter",
+                "timed_steps", "device", "peak_device_mb")
+
+
+def plan_rows(mode: str, stages: Sequence[str] | None = None) -> list[str]:
+  """The row names `mode` measures, in order, optionally restricted to `stages`."""
+  if mode not in MODES:
+    raise ValueError(f"--mode={mode!r}: expected one of {MODES}.")
+  names = {"train": TRAIN_ROWS, "infer": INFER_ROWS, "export": EXPORT_ROWS,
+           "all": TRAIN_ROWS + INFER_ROWS + EXPORT_ROWS + DATA_ROWS + PEAK_ROWS}[mode]
+  if stages:
+    unknown = [s for s in stages if s not in names]
+    if unknown:
+      raise ValueError(f"--stages={','.join(stages)}: {unknown} not measured by --mode={mode}; "
+                       f"expected some of {list(names)}.")
+    names = tuple(n for n in names if n in stages)
+  return list(names)
+
+
+# --------------------------------------------------------------------------
+# Machine and runtime.
+
+
+def configure_threads(intra: int, inter: int) -> None:
+  """Sets TF's intra/inter-op thread pools (0: TF's default); before any op runs."""
+  if intra < 0 or inter < 0:
+    raise ValueError(f"--threads_intra={intra}, --threads_inter={inter}: must be >= 0.")
+  tf.config.threading.set_intra_op_parallelism_threads(intra)
+  tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def onednn_enabled() -> bool | None:
+  """Whether TF's oneDNN ops are on in this process (None if TF cannot say)."""
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+    return bool(_pywrap_util_port.IsMklEnabled())
+  except (ImportError, AttributeError):
+    return None
+
+
+def _cpu_info() -> tuple[str, list[str]]:
+  """(model name, the vector/matrix features relevant here) from /proc/cpuinfo."""
+  model, features = platform.processor() or "unknown", []
+  wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+          present = set(line.split(":", 1)[1].split())
+          features = [w for w in wanted if w in present]
+          break
+  except OSError:
+    pass
+  return model, features
+
+
+def device_name() -> str:
+  """The accelerator the models run on, or the CPU model."""
+  gpus = tf.config.list_physical_devices("GPU")
+  if gpus:
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return f"GPU {details.get('device_name', gpus[0].name)}"
+  return f"CPU {_cpu_info()[0]} x{os.cpu_count()}"
+
+
+def machine_header(precision: str, jit_compile: bool, threads: tuple[int, int]) -> str:
+  """The lines printed above the table: machine, versions, settings."""
+  model, features = _cpu_info()
+  intra, inter = threads
+  return "\n".join([
+      f"machine: {model}, {os.cpu_count()} logical CPUs, features: {' '.join(features) or '-'}",
+      f"device: {device_name()}",
+      f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
+      f"oneDNN: {onednn_enabled()} ({_ONEDNN_ENV}={os.environ.get(_ONEDNN_ENV, '<unset>')}), "
+      f"XLA jit_compile: {jit_compile}, precision: {precision}, "
+      f"threads intra/inter: {intra or 'default'}/{inter or 'default'}",
+  ])
+
+
+def peak_rss_mb() -> float:
+  """This process's peak resident memory so far, MiB (Linux reports KiB)."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
+
+
+def _gpu_peak_mb() -> float | None:
+  if not tf.config.list_logical_devices("GPU"):
+    return None
+  return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
+def _reset_gpu_peak() -> None:
+  if tf.config.list_logical_devices("GPU"):
+    tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+@contextlib.contextmanager
+def _dtype_policy(precision: str):
+  """Installs the Keras policy of `precision` while models are built; restores it."""
+  previous = keras.mixed_precision.global_policy().name
+  runtime.set_precision(PRECISIONS[precision])
+  try:
+    yield PRECISIONS[precision]
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+# --------------------------------------------------------------------------
+# Timing.
+
+
+def _block(outputs) -> None:
+  """Waits for `outputs` (copies every tensor to the host)."""
+  for value in tf.nest.flatten(outputs):
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+      value.numpy()
+
+
+def time_calls(fn: Callable[[], object], steps: int, warmup: int) -> list[float]:
+  """Seconds of each of `steps` calls of `fn` after `warmup` untimed ones.
+
+  Every call waits for its outputs, so a time covers the whole step.
+  """
+  if steps < 1 or warmup < 0:
+    raise ValueError(f"steps={steps} must be >= 1 and warmup={warmup} >= 0.")
+  for _ in range(warmup):
+    _block(fn())
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    _block(fn())
+    times.append(time.perf_counter() - start)
+  return times
+
+
+def _rates(times: Sequence[float], items_per_call: float) -> dict[str, float]:
+  rates = [items_per_call / t for t in times]
+  return {"img_per_s": statistics.median(rates), "img_per_s_min": min(rates),
+          "img_per_s_max": max(rates)}
+
+
+def _random_batch(batch_size: int, size: int, seed: int = 0) -> dict[str, tf.Tensor]:
+  """{"corrupted", "clean"}: float32 [B, S, S, 3] uniform in [0, 1]."""
+  shape = [batch_size, size, size, 3]
+  return {"corrupted": tf.random.stateless_uniform(shape, [seed, 1]),
+          "clean": tf.random.stateless_uniform(shape, [seed, 2])}
+
+
+def _tracing_count(fn) -> int:
+  counter = getattr(fn, "experimental_get_tracing_count", None)
+  return counter() if counter else 0
+
+
+# --------------------------------------------------------------------------
+# What each row runs. Each builder returns (fn, items per call, the
+# tf.functions whose tracing count shows a retrace during timing).
+
+
+def _rmsprop(cfg, stage, policy, variables):
+  optimizer = runtime.wrap_optimizer(keras.optimizers.RMSprop(cfg.stage_lr(stage)), policy)
+  optimizer.build(variables)
+  return optimizer
+
+
+def _fused_critic(critic_step, n_critic: int, jit_compile: bool):
+  """n_critic critic updates in one tf.function: a tf.while_loop over stacked batches.
+
+  Takes {"corrupted", "clean"} of shape [n_critic, B, S, S, 3] and returns
+  the last update's outputs, like n_critic separate calls.
+  """
+
+  @tf.function(jit_compile=jit_compile)
+  def fused(stacked):
+    out = critic_step({k: v[0] for k, v in stacked.items()})
+    for i in tf.range(1, n_critic):
+      out = critic_step({k: v[i] for k, v in stacked.items()})
+    return out
+
+  return fused
+
+
+def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
+               jit_compile: bool, fuse_critic: bool):
+  """Builds the networks, optimizers and steps of training row `name`."""
+  size = cfg.data.image_size
+  stage = {"pretrain": "pretrain", "dd": "dd", "critic": "gan", "gan_generator": "gan",
+           "gan_full_step": "gan", "joint": "joint", "joint_full_step": "joint"}[name]
+  strategy = tf.distribute.get_strategy()
+  nets = {}
+  if name != "dd":
+    nets["generator"] = generator_lib.build_generator(cfg.generator, size)
+  if name in ("dd", "joint", "joint_full_step"):
+    nets["restorer"] = restorer_lib.build_restorer(cfg.restorer, size)
+  if name not in ("pretrain", "dd"):
+    nets["critic"] = critic_lib.build_critic(cfg.critic, size)
+  vgg = None
+  if name not in ("pretrain", "dd", "critic") and cfg.loss.lambda_per > 0:
+    vgg = perceptual.build_vgg_features("none", cfg.loss.perceptual_size or size)
+
+  def wrap(step):
+    # The step factories compile with tf.function(reduce_retracing=True);
+    # XLA is tried by compiling an outer function around them.
+    return tf.function(step, jit_compile=True) if jit_compile else step
+
+  batch = _random_batch(batch_size, size, cfg.train.seed)
+  if name in ("pretrain", "dd"):
+    model = nets["restorer" if name == "dd" else "generator"]
+    step = steps_lib.make_mse_step(strategy, model, _rmsprop(cfg, stage, policy,
+                                                             model.trainable_variables),
+                                   batch_size)
+    main_step = wrap(step)
+    return (lambda: main_step(batch)), batch_size, [step]
+
+  critic_step = steps_lib.make_critic_step(
+      strategy, nets["generator"], nets["critic"],
+      _rmsprop(cfg, stage, policy, nets["critic"].trainable_variables), batch_size,
+      cfg.train.clip)
+  if name == "critic":
+    wrapped = wrap(critic_step)
+    return (lambda: wrapped(batch)), batch_size, [critic_step]
+
+  if stage == "gan":
+    update = steps_lib.make_generator_step(
+        strategy, nets["generator"], nets["critic"], vgg,
+        _rmsprop(cfg, stage, policy, nets["generator"].trainable_variables), batch_size, cfg.loss)
+  else:
+    variables = nets["generator"].trainable_variables + nets["restorer"].trainable_variables
+    update = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
+                                       nets["critic"], vgg,
+                                       _rmsprop(cfg, stage, policy, variables), batch_size,
+                                       cfg.loss)
+  main_step = wrap(update)
+  if name in ("gan_generator", "joint"):
+    return (lambda: main_step(batch)), batch_size, [update]
+
+  n_critic = cfg.train.n_critic
+  if fuse_critic:
+    stacked = {k: tf.stack([v] * n_critic) for k, v in batch.items()}
+    fused = _fused_critic(critic_step, n_critic, jit_compile)
+
+    def full_step():
+      fused(stacked)
+      return main_step(batch)
+  else:
+    wrapped_critic = wrap(critic_step)
+
+    def full_step():
+      # As training/loop.py: n_critic critic updates, then the main update.
+      for _ in range(n_critic):
+        wrapped_critic(batch)
+      return main_step(batch)
+
+  return full_step, batch_size, [critic_step, update]
+
+
+def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool):
+  size = cfg.data.image_size
+  model = cascade_lib.build_cascade(generator_lib.build_generator(cfg.generator, size),
+                                    restorer_lib.build_restorer(cfg.restorer, size))
+  spec = tf.TensorSpec([batch_size, size, size, 3], tf.float32)
+
+  @tf.function(input_signature=[spec], jit_compile=jit_compile)
+  def infer(images_01):
+    out = model(ranges.to_model(images_01), training=False)
+    return {k: ranges.from_model(v, clip=True) for k, v in out.items()}
+
+  images = _random_batch(batch_size, size)["corrupted"]
+  return (lambda: infer(images)), batch_size, [infer]
+
+
+def _export_row(cfg: config_lib.Config, batch_size: int, workdir: str):
+  """Exports an untrained cascade from a temporary workdir; times serving_default."""
+  try:
+    from cascade_tf import serving  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise RuntimeError(f"cascade_tf.serving is not available ({e}); skip --mode=export.") from e
+  # The layout inference.load_workdir_cascade reads: config.json and a
+  # `joint` checkpoint holding the generator and the restorer.
+  generator = generator_lib.build_generator(cfg.generator, None)
+  restorer = restorer_lib.build_restorer(cfg.restorer, None)
+  tf.train.Checkpoint(generator=generator, restorer=restorer).save(
+      os.path.join(workdir, "joint", "checkpoints", "ckpt"))
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config_lib.to_json(cfg))
+  path = serving.export_savedmodel(workdir, os.path.join(workdir, "export"))
+  serve = tf.saved_model.load(path).signatures[serving.SIGNATURE_IMAGES]
+  images = _random_batch(batch_size, cfg.data.image_size)["corrupted"]
+  return (lambda: serve(images=images)), batch_size, []
+
+
+def _data_row(cfg: config_lib.Config, track: str, batch_size: int, data_batches: int,
+              warmup: int):
+  source = sources.load_source(cfg.data, "train")
+  dataset = pipeline.make_dataset(cfg.data, split="train", track=track, batch_size=batch_size,
+                                  training=True, seed=cfg.train.seed, source=source)
+  iterator = iter(dataset)
+  # One pass over the source fills the decode cache, then a few batches more.
+  for _ in range(max(warmup, (source.num_images or 64) // batch_size + 3)):
+    next(iterator)
+
+  def batches():
+    for _ in range(data_batches):
+      batch = next(iterator)
+    return batch["corrupted"]
+
+  return batches, data_batches * batch_size, []
+
+
+def _peak_row(name: str, dtype: tf.DType, matmul_size: int, conv_shape: Sequence[int]):
+  """(fn, items per call, FLOPs per item, batch, image size) of a peak row."""
+  if name == "peak_matmul":
+    n = matmul_size
+    a = tf.cast(tf.random.stateless_uniform([n, n], [0, 1]), dtype)
+    b = tf.cast(tf.random.stateless_uniform([n, n], [0, 2]), dtype)
+    # The sum keeps the product from being pruned and costs n^2, not n^3.
+    fn = tf.function(lambda: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b), tf.float32)))
+    return fn, 1, 2 * n**3, 1, n
+  batch, size, channels = conv_shape
+  x = tf.cast(tf.random.stateless_uniform([batch, size, size, channels], [0, 3]), dtype)
+  kernel = tf.cast(tf.random.stateless_normal([3, 3, channels, channels], [0, 4]) * 0.05, dtype)
+  fn = tf.function(lambda: tf.reduce_sum(tf.cast(
+      tf.nn.conv2d(x, kernel, strides=1, padding="SAME"), tf.float32)))
+  return fn, batch, 2 * size * size * channels * channels * 9, batch, size
+
+
+# --------------------------------------------------------------------------
+# Rows.
+
+
+def _settings(jit_compile: bool, fuse_critic: bool, steps: int) -> dict:
+  return {"jit_compile": jit_compile, "fuse_critic": fuse_critic, "onednn": onednn_enabled(),
+          "threads_intra": tf.config.threading.get_intra_op_parallelism_threads(),
+          "threads_inter": tf.config.threading.get_inter_op_parallelism_threads(),
+          "timed_steps": steps, "device": device_name()}
+
+
+def _make_row(cfg, name, precision, batch_size, image_size, rates, flops_per_item, settings,
+              memory):
+  gflop = None if flops_per_item is None else flops_per_item / 1e9
+  return {
+      "preset": cfg.preset, "mode": ROW_MODE[name], "stage": name, "precision": precision,
+      "batch_size": batch_size, "image_size": image_size, **rates,
+      "gflop_per_img": gflop, "gflops": None if gflop is None else gflop * rates["img_per_s"],
+      "peak_fraction": None, "peak_rss_mb": memory[0], **settings, "peak_device_mb": memory[1],
+  }
+
+
+def _memory() -> tuple[float, float | None]:
+  return peak_rss_mb(), _gpu_peak_mb()
+
+
+def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: str = "float32",
+                *, steps: int = 5, warmup: int = 2, jit_compile: bool = False,
+                fuse_critic: bool = False, data_batches: int = 10,
+                peak_matmul_size: int = 4096,
+                peak_conv_shape: Sequence[int] = (8, 128, 256),
+                forward_flops: dict[str, int] | None = None) -> list[dict]:
+  """Measures row `name` (see the module docstring); the peak rows give one per precision.
+
+  Returns rows with every key of ROW_KEYS (peak_fraction None: see
+  `add_peak_fractions`) and of SETTING_KEYS.
+  """
+  if name not in ROW_MODE:
+    raise ValueError(f"Unknown row {name!r}: expected one of {list(ROW_MODE)}.")
+  if precision not in PRECISIONS:
+    raise ValueError(f"--precision={precision!r}: expected one of {list(PRECISIONS)}.")
+  if batch_size < 1:
+    raise ValueError(f"--batch_size={batch_size}: must be >= 1.")
+  settings = _settings(jit_compile, fuse_critic, steps)
+  size = cfg.data.image_size
+  gc.collect()
+  _reset_gpu_peak()
+
+  if name in PEAK_ROWS:
+    rows = []
+    for peak_precision in dict.fromkeys(("float32", precision)):
+      dtype = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}[
+          peak_precision]
+      fn, items, flops, batch, image_size = _peak_row(name, dtype, peak_matmul_size,
+                                                      peak_conv_shape)
+      rates = _rates(time_calls(fn, steps, warmup), items)
+      rows.append(_make_row(cfg, name, peak_precision, batch, image_size, rates, flops,
+                            {**settings, "jit_compile": False, "fuse_critic": False},
+                            _memory()))
+    return rows
+
+  if name in DATA_ROWS:
+    fn, items, _ = _data_row(cfg, name[len("data_"):], batch_size, data_batches, warmup)
+    rates = _rates(time_calls(fn, steps, 0), items)
+    return [_make_row(cfg, name, "float32", batch_size, size, rates, None,
+                      {**settings, "jit_compile": False, "fuse_critic": False}, _memory())]
+
+  runtime.set_seed(cfg.train.seed)
+  with contextlib.ExitStack() as stack:
+    policy = stack.enter_context(_dtype_policy(precision))
+    if name in TRAIN_ROWS:
+      fn, items, traced = _train_row(name, cfg, batch_size, policy, jit_compile, fuse_critic)
+    elif name in INFER_ROWS:
+      fn, items, traced = _infer_row(cfg, batch_size, jit_compile)
+    else:
+      workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cascade_bench_"))
+      fn, items, traced = _export_row(cfg, batch_size, workdir)
+      settings = {**settings, "jit_compile": False}
+    for _ in range(max(warmup, 1)):  # The first call traces and compiles.
+      _block(fn())
+    traces = [_tracing_count(f) for f in traced]
+    times = time_calls(fn, steps, 0)
+    if [_tracing_count(f) for f in traced] != traces:
+      logging.warning("Row %s retraced during the timed steps; its times include tracing.", name)
+    memory = _memory()
+  # Counted after the memory is read: counting builds every network once more.
+  forward = forward_flops or flops_lib.network_forward_flops(cfg)
+  flops_stage = "infer" if name in INFER_ROWS + EXPORT_ROWS else name
+  flops_per_image = flops_lib.step_flops(cfg, flops_stage, forward)
+  rates = _rates(times, items)
+  if name not in ("gan_full_step", "joint_full_step"):
+    settings = {**settings, "fuse_critic": False}
+  return [_make_row(cfg, name, precision, batch_size, size, rates, flops_per_image, settings,
+                    memory)]
+
+
+def add_peak_fractions(rows: list[dict]) -> list[dict]:
+  """Fills `peak_fraction`: GFLOP/s over the best peak row of the same precision."""
+  peaks = {}
+  for row in rows:
+    if row["mode"] == "peak" and row["gflops"]:
+      peaks[row["precision"]] = max(peaks.get(row["precision"], 0.0), row["gflops"])
+  for row in rows:
+    peak = peaks.get(row["precision"])
+    row["peak_fraction"] = (row["gflops"] / peak) if (peak and row["gflops"] is not None) else None
+  return rows
+
+
+def measure_rows(cfg: config_lib.Config | str, mode: str, batch_size: int,
+                 precision: str = "float32", *, stages: Sequence[str] | None = None,
+                 **kwargs) -> list[dict]:
+  """Measures every row of `mode` in this process and fills the peak fractions.
+
+  Args:
+    cfg: a Config or a preset name ("tiny", "cpu", "paper").
+    mode: train | infer | export | all.
+    batch_size: images per step.
+    precision: float32 | bfloat16 | float16.
+    stages: optional subset of the mode's row names.
+    **kwargs: steps, warmup, jit_compile, fuse_critic, data_batches,
+      peak_matmul_size, peak_conv_shape (see `measure_row`).
+
+  Returns:
+    The rows, in the order of `plan_rows`.
+  """
+  if isinstance(cfg, str):
+    cfg = config_lib.get_preset(cfg)
+  names = plan_rows(mode, stages)
+  forward = None
+  if any(n not in DATA_ROWS + PEAK_ROWS for n in names):
+    forward = flops_lib.network_forward_flops(cfg)
+  rows = []
+  for name in names:
+    rows.extend(measure_row(name, cfg, batch_size, precision, forward_flops=forward, **kwargs))
+  return add_peak_fractions(rows)
+
+
+def _fmt(value, spec: str, scale: float = 1.0) -> str:
+  return "-" if value is None else format(value * scale, spec)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+  """The rows as a Markdown table."""
+  lines = ["| stage | precision | batch | img/s median [min–max] | GFLOP/img | GFLOP/s | "
+           "% of peak | peak RSS MB |", "|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    rate = (f"{r['img_per_s']:.3g} [{r['img_per_s_min']:.3g}–{r['img_per_s_max']:.3g}]")
+    lines.append(f"| {r['stage']} | {r['precision']} | {r['batch_size']} | {rate} | "
+                 f"{_fmt(r['gflop_per_img'], '.3g')} | {_fmt(r['gflops'], '.1f')} | "
+                 f"{_fmt(r['peak_fraction'], '.1f', 100.0)} | {r['peak_rss_mb']:.0f} |")
+  return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Command line.
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Declares the command line (only when run as a script: the tests import this module
+  next to other CLIs that declare --preset too)."""
+  cli.define_flags(flags, cli.DATA_FLAGS)
+  flags.DEFINE_enum("mode", "all", MODES, "What to measure; see the module docstring.")
+  flags.DEFINE_integer("batch_size", 8, "Images per step (every row but the peak rows).")
+  flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
+                    "float32, bfloat16 (mixed_bfloat16) or float16 (mixed_float16, GPU).")
+  flags.DEFINE_string("json", None, "Write the rows to this JSON file (a list of objects).")
+  flags.DEFINE_integer("steps", 5, "Timed steps per row; the median is reported.")
+  flags.DEFINE_integer("warmup", 2, "Untimed steps per row before timing (at least 1 for "
+                       "compiled steps).")
+  flags.DEFINE_boolean("jit_compile", False, "Compile every step with XLA (jit_compile=True).")
+  flags.DEFINE_boolean("fuse_critic", False, "Full-step rows: run the n_critic critic updates "
+                       "in one tf.function (tf.while_loop).")
+  flags.DEFINE_integer("threads_intra", 0, "TF intra-op threads (0: TF's default).")
+  flags.DEFINE_integer("threads_inter", 0, "TF inter-op threads (0: TF's default).")
+  flags.DEFINE_enum("onednn", "default", ["default", "on", "off"],
+                    f"oneDNN ops: sets {_ONEDNN_ENV} before TensorFlow is imported; default "
+                    "leaves the environment as it is.")
+  flags.DEFINE_boolean("isolate", True, "Run every row in its own process (own peak RSS, no "
+                       "state shared between rows).")
+  flags.DEFINE_list("stages", None, "Only these rows of --mode (e.g. joint,critic).")
+  flags.DEFINE_integer("data_batches", 10, "Batches per timed step of the data rows.")
+  flags.DEFINE_integer("peak_matmul_size", 4096, "N of the NxN peak matmul.")
+  flags.DEFINE_list("peak_conv_shape", ["8", "128", "256"], "batch,size,channels of the peak "
+                    "3x3 convolution [B, S, S, C] -> C.")
+  flags.DEFINE_boolean("table", True, "Print the header and the Markdown table.")
+
+
+def _measure_kwargs() -> dict:
+  return {"steps": FLAGS.steps, "warmup": FLAGS.warmup, "jit_compile": FLAGS.jit_compile,
+          "fuse_critic": FLAGS.fuse_critic, "data_batches": FLAGS.data_batches,
+          "peak_matmul_size": FLAGS.peak_matmul_size,
+          "peak_conv_shape": tuple(int(v) for v in FLAGS.peak_conv_shape)}
+
+
+def _isolated_rows(argv: list[str], names: list[str]) -> tuple[list[dict], list[str]]:
+  """Runs this script once per row (--stages=<row> --noisolate); returns rows and failures."""
+  rows, failed = [], []
+  with tempfile.TemporaryDirectory(prefix="cascade_bench_rows_") as tmp:
+    for name in names:
+      path = os.path.join(tmp, f"{name}.json")
+      # absl keeps the last value of a repeated flag, so these override argv's.
+      command = [sys.executable, os.path.abspath(__file__), *argv[1:], f"--stages={name}",
+                 "--noisolate", "--notable", f"--json={path}"]
+      print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+      start = time.perf_counter()
+      result = subprocess.run(command, check=False)
+      if result.returncode != 0 or not os.path.exists(path):
+        failed.append(name)
+        print(f"[bench] {name} FAILED (exit {result.returncode}); see its output above.",
+              file=sys.stderr, flush=True)
+        continue
+      with open(path) as f:
+        rows.extend(json.load(f))
+      print(f"[bench] {name} done in {time.perf_counter() - start:.0f}s", file=sys.stderr,
+            flush=True)
+  return rows, failed
+
+
+def main(argv):
+  env = os.environ.get(_ONEDNN_ENV)
+  if FLAGS.onednn != "default" and env != _ONEDNN_VALUES[FLAGS.onednn]:
+    raise app.UsageError(f"--onednn={FLAGS.onednn} must be set before TensorFlow is imported: "
+                         f"run `python benchmarks/bench.py --onednn={FLAGS.onednn}` (it sets "
+                         f"{_ONEDNN_ENV}), or set {_ONEDNN_ENV} yourself.")
+  if FLAGS.steps < 1 or FLAGS.warmup < 1:
+    raise app.UsageError(f"--steps={FLAGS.steps} and --warmup={FLAGS.warmup} must be >= 1.")
+  configure_threads(FLAGS.threads_intra, FLAGS.threads_inter)
+  cfg = cli.config_from_flags(FLAGS, cli.DATA_FLAGS)
+  names = plan_rows(FLAGS.mode, FLAGS.stages)
+  if FLAGS.table:
+    print(machine_header(FLAGS.precision, FLAGS.jit_compile,
+                         (FLAGS.threads_intra, FLAGS.threads_inter)))
+    print(f"preset: {cfg.preset}, image {cfg.data.image_size}px, batch {FLAGS.batch_size}, "
+          f"n_critic {cfg.train.n_critic}, {FLAGS.warmup} warm-up + {FLAGS.steps} timed steps "
+          f"per row, {'one process per row' if FLAGS.isolate else 'one process'}\n", flush=True)
+
+  failed = []
+  if FLAGS.isolate and len(names) > 1:
+    rows, failed = _isolated_rows(sys.argv, names)
+    add_peak_fractions(rows)
+  else:
+    rows = []
+    for name in names:
+      try:
+        rows.extend(measure_row(name, cfg, FLAGS.batch_size, FLAGS.precision,
+                                **_measure_kwargs()))
+      except Exception:  # pylint: disable=broad-except
+        # One row that cannot run here (say a bf16 kernel missing without
+        # oneDNN) must not lose the others.
+        logging.exception("Row %s failed.", name)
+        failed.append(name)
+    add_peak_fractions(rows)
+
+  if FLAGS.json:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
+    with open(FLAGS.json, "w") as f:
+      json.dump(rows, f, indent=1)
+  if FLAGS.table:
+    print(format_table(rows))
+    if failed:
+      print(f"\nFailed rows: {', '.join(failed)}")
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

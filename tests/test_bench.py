@@ -1,0 +1,119 @@
+"""A smoke run of benchmarks/bench.py on the tiny preset: rows, keys, arithmetic, CLI contract.
+
+The numbers are not checked (the machine is shared), only that every row is
+measured, positive and finite, and consistent with its FLOP count. VGG16 is
+switched off (lambda_per=0) in the library runs to keep the test short; the
+perceptual path runs in tests/test_training.py.
+"""
+
+import json
+import math
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import bench
+from cascade_tf import config
+from cascade_tf import flops
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = {"steps": 2, "warmup": 1}
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  return config.with_overrides(config.tiny(), {"loss.lambda_per": 0.0})
+
+
+def _check_row(row, cfg, stage, precision="float32"):
+  assert set(bench.ROW_KEYS) <= set(row) and set(bench.SETTING_KEYS) <= set(row)
+  assert row["stage"] == stage and row["mode"] == bench.ROW_MODE[stage]
+  assert row["preset"] == cfg.preset and row["precision"] == precision
+  for key in ("img_per_s", "img_per_s_min", "img_per_s_max", "peak_rss_mb"):
+    assert math.isfinite(row[key]) and row[key] > 0, key
+  assert row["img_per_s_min"] <= row["img_per_s"] <= row["img_per_s_max"]
+  if row["gflop_per_img"] is not None:
+    assert row["gflops"] == pytest.approx(row["gflop_per_img"] * row["img_per_s"])
+  json.dumps(row)  # Plain JSON types only.
+
+
+def test_train_rows(cfg):
+  # Every step factory once: MSE, critic (fused n_critic loop) + generator, joint.
+  stages = ["pretrain", "gan_full_step", "joint"]
+  rows = bench.measure_rows(cfg, "train", 2, stages=stages, fuse_critic=True, **FAST)
+  assert [r["stage"] for r in rows] == stages
+  forward = flops.network_forward_flops(cfg)
+  for row in rows:
+    _check_row(row, cfg, row["stage"])
+    assert row["batch_size"] == 2 and row["image_size"] == 32
+    assert row["gflop_per_img"] * 1e9 == pytest.approx(
+        flops.step_flops(cfg, row["stage"], forward))
+    assert row["peak_fraction"] is None  # No peak rows measured.
+    assert row["fuse_critic"] == row["stage"].endswith("_full_step")
+
+
+def test_inference_data_and_peak_rows(cfg):
+  rows = bench.measure_rows(
+      cfg, "all", 2, stages=["infer_keras", "infer_savedmodel", "data_joint", "peak_matmul",
+                             "peak_conv3x3"],
+      data_batches=1, peak_matmul_size=64, peak_conv_shape=(1, 16, 8), **FAST)
+  by_stage = {r["stage"]: r for r in rows}
+  assert list(by_stage) == ["infer_keras", "infer_savedmodel", "data_joint", "peak_matmul",
+                            "peak_conv3x3"]
+  for row in rows:
+    _check_row(row, cfg, row["stage"])
+  assert by_stage["infer_keras"]["gflop_per_img"] == by_stage["infer_savedmodel"]["gflop_per_img"]
+  assert by_stage["data_joint"]["gflops"] is None
+  assert by_stage["data_joint"]["peak_fraction"] is None
+  peaks = [by_stage["peak_matmul"], by_stage["peak_conv3x3"]]
+  assert max(r["peak_fraction"] for r in peaks) == pytest.approx(1.0)
+  assert by_stage["peak_matmul"]["gflop_per_img"] == pytest.approx(2 * 64**3 / 1e9)
+  assert by_stage["infer_keras"]["peak_fraction"] == pytest.approx(
+      by_stage["infer_keras"]["gflops"] / max(r["gflops"] for r in peaks))
+
+
+def test_bfloat16_peak_rows_cover_both_precisions(cfg):
+  rows = bench.measure_row("peak_matmul", cfg, 1, "bfloat16", peak_matmul_size=32, **FAST)
+  assert [r["precision"] for r in rows] == ["float32", "bfloat16"]
+  bench.add_peak_fractions(rows)
+  assert all(r["peak_fraction"] == pytest.approx(1.0) for r in rows)
+
+
+def test_invalid_requests_raise(cfg):
+  with pytest.raises(ValueError, match="not measured by --mode=infer"):
+    bench.plan_rows("infer", ["joint"])
+  with pytest.raises(ValueError, match="--mode="):
+    bench.plan_rows("speed")
+  with pytest.raises(ValueError, match="--precision="):
+    bench.measure_row("pretrain", cfg, 2, "float64")
+  assert bench.plan_rows("train") == list(bench.TRAIN_ROWS)
+  assert bench.plan_rows("all")[-2:] == ["peak_matmul", "peak_conv3x3"]
+
+
+def test_table_has_one_line_per_row():
+  row = {"stage": "dd", "precision": "float32", "batch_size": 8, "img_per_s": 10.0,
+         "img_per_s_min": 9.0, "img_per_s_max": 11.0, "gflop_per_img": 1.5, "gflops": 15.0,
+         "peak_fraction": 0.25, "peak_rss_mb": 900.0}
+  data = {**row, "stage": "data_joint", "gflop_per_img": None, "gflops": None,
+          "peak_fraction": None}
+  lines = bench.format_table([row, data]).splitlines()
+  assert len(lines) == 4
+  assert lines[2] == "| dd | float32 | 8 | 10 [9–11] | 1.5 | 15.0 | 25.0 | 900 |"
+  assert lines[3].endswith("| - | - | - | 900 |")
+
+
+def test_command_line_writes_the_json_contract(tmp_path):
+  path = tmp_path / "rows.json"
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--preset=tiny", "--mode=infer",
+       "--batch_size=2", "--precision=float32", "--steps=1", "--warmup=1", f"--json={path}"],
+      capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = json.loads(path.read_text())
+  assert [r["stage"] for r in rows] == ["infer_keras"]
+  assert set(bench.ROW_KEYS) <= set(rows[0])
+  assert "| infer_keras | float32 | 2 |" in result.stdout
