@@ -257,3 +257,17 @@ def test_inference_loads_the_most_trained_weights(chained):
   assert only_gan.weights_from["restorer"] == "random"
   with pytest.raises(ValueError, match="no checkpoint with a trained restorer"):
     inference.load_workdir_cascade(workdir, stage="gan")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_and_checkpoints(tmp_path, policy):
+  import keras
+  try:
+    [result] = loop.train(_tiny(**{"train.mixed_precision": policy}), "pretrain", str(tmp_path))
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  assert result.step == 2 and np.isfinite(result.last_losses["mse"])
+  names = [n for n, _ in tf.train.list_variables(loop.latest_checkpoint(str(tmp_path),
+                                                                         "pretrain"))]
+  # mixed_float16 wraps the optimizer in a LossScaleOptimizer whose scale is saved.
+  assert any("dynamic_scale" in n for n in names) == (policy == "mixed_float16")

@@ -52,7 +52,8 @@ def _apply(tape, optimizer, variables, loss):
   scaled before the gradient and unscaled by the optimizer. Returns the
   global norm of the unscaled gradients.
   """
-  scaled = optimizer.scale_loss(loss)
+  with tape:  # The scaling must be recorded on the tape too.
+    scaled = optimizer.scale_loss(loss)
   gradients = tape.gradient(scaled, variables)
   optimizer.apply_gradients(zip(gradients, variables))
   norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in gradients if g is not None])
