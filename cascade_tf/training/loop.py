@@ -315,8 +315,8 @@ def train_stage(cfg: config_lib.Config,
       source=test_source, max_images=t.val_images)))
 
   if stage in ("pretrain", "dd"):
-    main_step = steps_lib.make_mse_step(strategy, nets["restorer" if stage == "dd" else "generator"],
-                                        optimizers["optimizer"], global_batch)
+    trained = nets["restorer" if stage == "dd" else "generator"]
+    main_step = steps_lib.make_mse_step(strategy, trained, optimizers["optimizer"], global_batch)
   elif stage == "gan":
     main_step = steps_lib.make_generator_step(strategy, nets["generator"], nets["critic"], vgg,
                                               optimizers["optimizer"], global_batch, cfg.loss)

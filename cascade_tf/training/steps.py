@@ -137,6 +137,17 @@ def _perceptual(vgg, targets, outputs, global_batch_size, size):
   return _mean(losses.perceptual_loss(target_features, output_features), global_batch_size)
 
 
+def _generator_terms(critic, vgg, targets, outputs, critic_input, global_batch_size, loss_cfg):
+  """The unweighted terms of eq. (7): MSE and perceptual on `outputs`, eq. (6) on `critic_input`."""
+  return {
+      "mse": _mean(losses.mse_loss(targets, outputs), global_batch_size),
+      "perceptual": _perceptual(vgg, targets, outputs, global_batch_size,
+                                loss_cfg.perceptual_size),
+      "adversarial": _mean(losses.wasserstein_generator_loss(critic(critic_input, training=False)),
+                           global_batch_size),
+  }
+
+
 def make_generator_step(strategy, generator, critic, vgg, optimizer, global_batch_size: int,
                         loss_cfg: LossConfig) -> Step:
   """One generator update on eq. (7): MSE + perceptual + adversarial (eq. 6).
@@ -149,13 +160,8 @@ def make_generator_step(strategy, generator, critic, vgg, optimizer, global_batc
     inputs, targets = _inputs(batch)
     with tf.GradientTape() as tape:
       outputs = generator(inputs, training=True)
-      terms = {
-          "mse": _mean(losses.mse_loss(targets, outputs), global_batch_size),
-          "perceptual": _perceptual(vgg, targets, outputs, global_batch_size, loss_cfg.perceptual_size),
-          "adversarial": _mean(
-              losses.wasserstein_generator_loss(critic(outputs, training=False)),
-              global_batch_size),
-      }
+      terms = _generator_terms(critic, vgg, targets, outputs, outputs, global_batch_size,
+                               loss_cfg)
       total = losses.total_generator_loss(terms, loss_cfg)
     grad_norm = _apply(tape, optimizer, generator.trainable_variables, total)
     return {**terms, "total": total, "grad_norm": _replica_share(grad_norm)}
@@ -180,13 +186,8 @@ def make_joint_step(strategy, generator, restorer, critic, vgg, optimizer, globa
     with tf.GradientTape() as tape:
       inpainted = generator(inputs, training=True)
       restored = restorer(inpainted, training=True)
-      terms = {
-          "mse": _mean(losses.mse_loss(targets, restored), global_batch_size),
-          "perceptual": _perceptual(vgg, targets, restored, global_batch_size, loss_cfg.perceptual_size),
-          "adversarial": _mean(
-              losses.wasserstein_generator_loss(critic(inpainted, training=False)),
-              global_batch_size),
-      }
+      terms = _generator_terms(critic, vgg, targets, restored, inpainted, global_batch_size,
+                               loss_cfg)
       total = losses.total_generator_loss(terms, loss_cfg)
     grad_norm = _apply(tape, optimizer,
                        generator.trainable_variables + restorer.trainable_variables, total)
