@@ -180,36 +180,18 @@ def onednn_enabled() -> bool | None:
     return None
 
 
-def _cpu_info() -> tuple[str, list[str]]:
-  """(model name, the vector/matrix features relevant here) from /proc/cpuinfo."""
-  model, features = platform.processor() or "unknown", []
-  wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-          present = set(line.split(":", 1)[1].split())
-          features = [w for w in wanted if w in present]
-          break
-  except OSError:
-    pass
-  return model, features
-
-
 def device_name() -> str:
   """The accelerator the models run on, or the CPU model."""
   gpus = tf.config.list_physical_devices("GPU")
   if gpus:
     details = tf.config.experimental.get_device_details(gpus[0])
     return f"GPU {details.get('device_name', gpus[0].name)}"
-  return f"CPU {_cpu_info()[0]} x{os.cpu_count()}"
+  return f"CPU {runtime.cpu_info()[0]} x{os.cpu_count()}"
 
 
 def machine_header(precision: str, jit_compile: bool, threads: tuple[int, int]) -> str:
   """The lines printed above the table: machine, versions, settings."""
-  model, features = _cpu_info()
+  model, features = runtime.cpu_info()
   intra, inter = threads
   return "\n".join([
       f"machine: {model}, {os.cpu_count()} logical CPUs, features: {' '.join(features) or '-'}",

@@ -12,7 +12,6 @@ of `--repeats` repeats with the min and max. Run it alone on the machine.
 """
 
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top
 from cascade_tf import cli
+from cascade_tf import runtime
 from cascade_tf.config import TRACKS
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
@@ -36,22 +36,11 @@ flags.DEFINE_list("tracks", list(TRACKS), "Tracks to time.")
 FLAGS = flags.FLAGS
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
 def main(argv):
   del argv
   cfg = cli.config_from_flags(FLAGS, cli.DATA_FLAGS).data
   source = sources.load_source(cfg, "train")
-  print(f"machine: {_cpu_model()}, {os.cpu_count()} logical CPUs; TF {tf.__version__}")
+  print(f"machine: {runtime.cpu_info()[0]}, {os.cpu_count()} logical CPUs; TF {tf.__version__}")
   print(f"dataset: {cfg.dataset} train ({source.num_images} images), S={cfg.image_size}, "
         f"batch {FLAGS.batch_size}, {FLAGS.batches} batches x {FLAGS.repeats} repeats")
   print()

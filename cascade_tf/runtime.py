@@ -1,10 +1,12 @@
-"""Where a run executes: tf.distribute strategy, precision, seeds.
+"""Where a run executes: tf.distribute strategy, precision, seeds, the CPU.
 
 `make_strategy` maps `TrainConfig.strategy` to a `tf.distribute.Strategy`;
 `set_precision` installs the Keras dtype policy before models are built.
 """
 
 from __future__ import annotations
+
+import platform
 
 from absl import logging
 import keras
@@ -66,3 +68,23 @@ def wrap_optimizer(optimizer, policy: str):
 def set_seed(seed: int) -> None:
   """Seeds Python, NumPy, TensorFlow and Keras (weight initialisation)."""
   keras.utils.set_random_seed(seed)
+
+
+_CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_info() -> tuple[str, list[str]]:
+  """(CPU model name, the vector/matrix features that matter for TF) from /proc/cpuinfo."""
+  model, features = platform.processor() or platform.machine() or "unknown", []
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags"):
+          present = set(line.split(":", 1)[1].split())
+          features = [name for name in _CPU_FEATURES if name in present]
+          break
+  except OSError:
+    pass
+  return model, features

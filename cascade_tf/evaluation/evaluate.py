@@ -43,7 +43,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import re
 import sys
 import time
@@ -663,16 +662,7 @@ def _evaluate_track(track, data_cfg, test_source, runners, track_baselines,
 
 def describe_device(strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
   """Where the models (run under `strategy`; None: no model) and baselines ran, in words."""
-  cpu_name = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          cpu_name = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  cpu = f"CPU: {cpu_name} ({os.cpu_count()} cores)"
+  cpu = f"CPU: {runtime.cpu_info()[0]} ({os.cpu_count()} cores)"
   gpus = []
   for gpu in tf.config.list_physical_devices("GPU"):
     details = tf.config.experimental.get_device_details(gpu)
