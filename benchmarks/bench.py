@@ -20,8 +20,9 @@ Rows (`stage`), by --mode:
   `cascade_tf/training/steps.py`, built as `training/loop.py` builds them
   (RMSProp, default strategy), fed one fixed random batch in [0, 1]; VGG16
   has random weights (same cost) at the preset's `loss.perceptual_size`.
-* infer: `infer_keras`, the Keras cascade (training=False) in a
-  tf.function with a fixed input signature.
+* infer: `infer_keras`, the Keras cascade (training=False, batch norm
+  folded into the convolutions as `inference.load_workdir_cascade` does)
+  in a tf.function with a fixed input signature.
 * export: `infer_savedmodel`, a freshly built (untrained) cascade exported
   with `cascade_tf.serving.export_savedmodel` and timed through its
   `serving_default` signature (input checks, padding and clipping included).
@@ -49,10 +50,14 @@ row also gets `peak_device_mb` (TF's peak allocator use on GPU:0).
 
 Settings to compare (each a separate run; the JSON rows record them):
 --onednn=on|off (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported;
-unset, TF turns oneDNN on only on CPUs with AVX-512 VNNI/BF16 or AMX class
-features, so it is off on an AVX2-only CPU; the header prints the state),
---jit_compile (XLA: each step is wrapped in tf.function(jit_compile=True);
-the SavedModel row is not affected), --threads_intra/--threads_inter,
+unset, importing cascade_tf sets it to 1, the project's measured CPU default,
+where TensorFlow alone would turn oneDNN on only on CPUs with AVX-512
+VNNI/BF16 or AMX class features; the header prints the state),
+--jit_compile=auto|on|off (XLA for the training rows, passed to the step
+factories as train.py passes `train.jit_compile`, whose preset value is the
+default: auto resolves as in training, i.e. on for a single-replica CPU run
+and off on a GPU; `on` also compiles the infer_keras function; the
+SavedModel row is not affected), --threads_intra/--threads_inter,
 --precision, --fuse_critic (the n_critic critic updates of the full-step
 rows run in one tf.function as a tf.while_loop over n_critic stacked
 batches). Run it alone on the machine: other load changes the numbers.
@@ -106,6 +111,7 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 from absl import logging
+import cascade_tf  # Before TensorFlow: sets the package's oneDNN default.
 import keras
 import tensorflow as tf
 
@@ -118,6 +124,7 @@ from cascade_tf.data import pipeline
 from cascade_tf.data import sources
 from cascade_tf.models import cascade as cascade_lib
 from cascade_tf.models import critic as critic_lib
+from cascade_tf.models import fold
 from cascade_tf.models import generator as generator_lib
 from cascade_tf.models import perceptual
 from cascade_tf.models import restorer as restorer_lib
@@ -189,7 +196,7 @@ def device_name() -> str:
   return f"CPU {runtime.cpu_info()[0]} x{os.cpu_count()}"
 
 
-def machine_header(precision: str, jit_compile: bool, threads: tuple[int, int]) -> str:
+def machine_header(precision: str, jit_compile: bool | str, threads: tuple[int, int]) -> str:
   """The lines printed above the table: machine, versions, settings."""
   model, features = runtime.cpu_info()
   intra, inter = threads
@@ -288,14 +295,17 @@ def _rmsprop(cfg, stage, policy, variables):
   return optimizer
 
 
-def _fused_critic(critic_step, n_critic: int, jit_compile: bool):
+def _fused_critic(critic_step, n_critic: int):
   """n_critic critic updates in one tf.function: a tf.while_loop over stacked batches.
 
   Takes {"corrupted", "clean"} of shape [n_critic, B, S, S, 3] and returns
-  the last update's outputs, like n_critic separate calls.
+  the last update's outputs, like n_critic separate calls. With XLA on, each
+  update inside the loop is compiled (the step factory's jit_compile), not
+  the loop itself: compiling the whole loop was tried and did not finish
+  one paper-preset step in 12 minutes (docs/benchmarks.md).
   """
 
-  @tf.function(jit_compile=jit_compile)
+  @tf.function
   def fused(stacked):
     out = critic_step({k: v[0] for k, v in stacked.items()})
     for i in tf.range(1, n_critic):
@@ -307,6 +317,8 @@ def _fused_critic(critic_step, n_critic: int, jit_compile: bool):
 
 def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
                jit_compile: bool, fuse_critic: bool):
+  # The factories XLA-compile each replica's update when jit_compile is set,
+  # exactly as training/loop.py builds them.
   """Builds the networks, optimizers and steps of training row `name`."""
   size = cfg.data.image_size
   stage = {"pretrain": "pretrain", "dd": "dd", "critic": "gan", "gan_generator": "gan",
@@ -323,52 +335,46 @@ def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
   if name not in ("pretrain", "dd", "critic") and cfg.loss.lambda_per > 0:
     vgg = perceptual.build_vgg_features("none", cfg.loss.perceptual_size or size)
 
-  def wrap(step):
-    # The step factories compile with tf.function(reduce_retracing=True);
-    # XLA is tried by compiling an outer function around them.
-    return tf.function(step, jit_compile=True) if jit_compile else step
-
   batch = _random_batch(batch_size, size, cfg.train.seed)
   if name in ("pretrain", "dd"):
     model = nets["restorer" if name == "dd" else "generator"]
     step = steps_lib.make_mse_step(strategy, model, _rmsprop(cfg, stage, policy,
                                                              model.trainable_variables),
-                                   batch_size)
-    main_step = wrap(step)
-    return (lambda: main_step(batch)), batch_size, [step]
+                                   batch_size, jit_compile=jit_compile)
+    return (lambda: step(batch)), batch_size, [step]
 
   critic_step = steps_lib.make_critic_step(
       strategy, nets["generator"], nets["critic"],
       _rmsprop(cfg, stage, policy, nets["critic"].trainable_variables), batch_size,
-      cfg.train.clip)
+      cfg.train.clip, jit_compile=jit_compile)
   if name == "critic":
-    wrapped = wrap(critic_step)
-    return (lambda: wrapped(batch)), batch_size, [critic_step]
+    return (lambda: critic_step(batch)), batch_size, [critic_step]
 
   if stage == "gan":
     update = steps_lib.make_generator_step(
         strategy, nets["generator"], nets["critic"], vgg,
-        _rmsprop(cfg, stage, policy, nets["generator"].trainable_variables), batch_size, cfg.loss)
+        _rmsprop(cfg, stage, policy, nets["generator"].trainable_variables), batch_size, cfg.loss,
+        jit_compile=jit_compile)
   else:
     variables = nets["generator"].trainable_variables + nets["restorer"].trainable_variables
     update = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
                                        nets["critic"], vgg,
                                        _rmsprop(cfg, stage, policy, variables), batch_size,
-                                       cfg.loss)
-  main_step = wrap(update)
+                                       cfg.loss, jit_compile=jit_compile)
+  main_step = update
   if name in ("gan_generator", "joint"):
     return (lambda: main_step(batch)), batch_size, [update]
 
   n_critic = cfg.train.n_critic
   if fuse_critic:
     stacked = {k: tf.stack([v] * n_critic) for k, v in batch.items()}
-    fused = _fused_critic(critic_step, n_critic, jit_compile)
+    fused = _fused_critic(critic_step, n_critic)
 
     def full_step():
       fused(stacked)
       return main_step(batch)
   else:
-    wrapped_critic = wrap(critic_step)
+    wrapped_critic = critic_step
 
     def full_step():
       # As training/loop.py: n_critic critic updates, then the main update.
@@ -381,8 +387,10 @@ def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
 
 def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool):
   size = cfg.data.image_size
-  model = cascade_lib.build_cascade(generator_lib.build_generator(cfg.generator, size),
-                                    restorer_lib.build_restorer(cfg.restorer, size))
+  # As inference.load_workdir_cascade builds it: batch norm folded into the convolutions.
+  model = cascade_lib.build_cascade(
+      fold.fold_batch_norm(generator_lib.build_generator(cfg.generator, size)),
+      fold.fold_batch_norm(restorer_lib.build_restorer(cfg.restorer, size)))
   spec = tf.TensorSpec([batch_size, size, size, 3], tf.float32)
 
   @tf.function(input_signature=[spec], jit_compile=jit_compile)
@@ -476,7 +484,7 @@ def _memory() -> tuple[float, float | None]:
 
 
 def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: str = "float32",
-                *, steps: int = 5, warmup: int = 2, jit_compile: bool = False,
+                *, steps: int = 5, warmup: int = 2, jit_compile: bool | str | None = None,
                 fuse_critic: bool = False, data_batches: int = 10,
                 peak_matmul_size: int = 4096,
                 peak_conv_shape: Sequence[int] = (8, 128, 256),
@@ -492,6 +500,7 @@ def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: s
     raise ValueError(f"--precision={precision!r}: expected one of {list(PRECISIONS)}.")
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size}: must be >= 1.")
+  jit_compile = resolve_jit(cfg.train.jit_compile if jit_compile is None else jit_compile, name)
   settings = _settings(jit_compile, fuse_critic, steps)
   size = cfg.data.image_size
   gc.collect()
@@ -543,6 +552,17 @@ def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: s
     settings = {**settings, "fuse_critic": False}
   return [_make_row(cfg, name, precision, batch_size, size, rates, flops_per_image, settings,
                     memory)]
+
+
+def resolve_jit(setting: bool | str, name: str) -> bool:
+  """Whether row `name` runs XLA-compiled under --jit_compile=`setting` (or a bool)."""
+  if isinstance(setting, bool):
+    return setting
+  if name in INFER_ROWS:
+    return setting == "on"  # train.py, evaluate.py and restore.py never compile inference.
+  if name not in TRAIN_ROWS:
+    return False
+  return runtime.resolve_jit_compile(setting, tf.distribute.get_strategy())
 
 
 def add_peak_fractions(rows: list[dict]) -> list[dict]:
@@ -620,14 +640,17 @@ def define_flags() -> None:
   flags.DEFINE_integer("steps", 5, "Timed steps per row; the median is reported.")
   flags.DEFINE_integer("warmup", 2, "Untimed steps per row before timing (at least 1 for "
                        "compiled steps).")
-  flags.DEFINE_boolean("jit_compile", False, "Compile every step with XLA (jit_compile=True).")
+  flags.DEFINE_enum("jit_compile", None, ["auto", "on", "off"],
+                    "XLA for the training rows: auto (as train.py: on for a single-replica "
+                    "CPU run, off on GPU), on (also compiles infer_keras) or off; default: "
+                    "the preset's train.jit_compile (auto; off for tiny).")
   flags.DEFINE_boolean("fuse_critic", False, "Full-step rows: run the n_critic critic updates "
                        "in one tf.function (tf.while_loop).")
   flags.DEFINE_integer("threads_intra", 0, "TF intra-op threads (0: TF's default).")
   flags.DEFINE_integer("threads_inter", 0, "TF inter-op threads (0: TF's default).")
   flags.DEFINE_enum("onednn", "default", ["default", "on", "off"],
                     f"oneDNN ops: sets {_ONEDNN_ENV} before TensorFlow is imported; default "
-                    "leaves the environment as it is.")
+                    "leaves the environment as it is (unset: cascade_tf turns oneDNN on).")
   flags.DEFINE_boolean("isolate", True, "Run every row in its own process (own peak RSS, no "
                        "state shared between rows).")
   flags.DEFINE_list("stages", None, "Only these rows of --mode (e.g. joint,critic).")
@@ -681,7 +704,7 @@ def main(argv):
   cfg = cli.config_from_flags(FLAGS, cli.DATA_FLAGS)
   names = plan_rows(FLAGS.mode, FLAGS.stages)
   if FLAGS.table:
-    print(machine_header(FLAGS.precision, FLAGS.jit_compile,
+    print(machine_header(FLAGS.precision, FLAGS.jit_compile or f"{cfg.train.jit_compile} (preset)",
                          (FLAGS.threads_intra, FLAGS.threads_inter)))
     print(f"preset: {cfg.preset}, image {cfg.data.image_size}px, batch {FLAGS.batch_size}, "
           f"n_critic {cfg.train.n_critic}, {FLAGS.warmup} warm-up + {FLAGS.steps} timed steps "

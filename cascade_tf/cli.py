@@ -42,6 +42,8 @@ _CONFIG_FLAGS = {
                  "multiworker or tpu."),
     "mixed_precision": ("train.mixed_precision", "float32, mixed_float16 (GPU) or "
                         "mixed_bfloat16 (CPU/TPU)."),
+    "jit_compile": ("train.jit_compile", "XLA-compile the training updates: auto (on for a "
+                    "single-replica CPU run, off on GPUs), on or off."),
     "checkpoint_every": ("train.checkpoint_every", "Steps between checkpoints."),
     "eval_every": ("train.eval_every", "Steps between validation PSNR and image summaries."),
     "log_every": ("train.log_every", "Steps between logged scalars and progress lines."),

@@ -22,6 +22,7 @@ SMALL_IMAGE_RULES = ("upscale", "skip")
 VGG_WEIGHTS_CHOICES = ("imagenet", "none")  # or a path to a local .h5 file
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+JIT_COMPILE = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +125,9 @@ class TrainConfig:
   seed: int = 0  # Seed of weights, data order and training corruptions.
   strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu.
   mixed_precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16.
+  # XLA for the training updates: auto (on for a single-replica CPU run, where it
+  # measured faster, docs/benchmarks.md; off on GPUs, not yet measured) | on | off.
+  jit_compile: str = "auto"
   val_images: int = 16  # Images in the fixed validation batch.
 
 
@@ -192,9 +196,11 @@ def tiny() -> Config:
           critic=CriticConfig(base_filters=4, max_filters=16, dense_units=16),
           restorer=RestorerConfig(filters=8),
           loss=LossConfig(vgg_weights="none"),
+          # XLA off: compiling each update takes longer than the few steps
+          # a smoke run or test makes with networks this small.
           train=TrainConfig(
               batch_size=4, steps=4, checkpoint_every=2, eval_every=2, log_every=1,
-              n_critic=2, val_images=4),
+              n_critic=2, val_images=4, jit_compile="off"),
       ))
 
 
@@ -343,6 +349,8 @@ def validate(config: Config) -> Config:
     raise ValueError(f"train.strategy={t.strategy!r}: expected one of {STRATEGIES}.")
   if t.mixed_precision not in PRECISIONS:
     raise ValueError(f"train.mixed_precision={t.mixed_precision!r}: expected one of {PRECISIONS}.")
+  if t.jit_compile not in JIT_COMPILE:
+    raise ValueError(f"train.jit_compile={t.jit_compile!r}: expected one of {JIT_COMPILE}.")
   return config
 
 

@@ -65,6 +65,32 @@ def wrap_optimizer(optimizer, policy: str):
   return optimizer
 
 
+def resolve_jit_compile(setting: str, strategy: tf.distribute.Strategy) -> bool:
+  """Whether the training updates are XLA-compiled, from `TrainConfig.jit_compile`.
+
+  * `auto`: on for a single-replica run without GPU (on this project's
+    2-core CPU, XLA with oneDNN measured the fastest training updates,
+    docs/benchmarks.md); off on GPUs and with several replicas, where it
+    has not been measured yet.
+  * `on`: on, but only with a single replica (synchronized batch norm
+    all-reduces inside the update, which XLA cannot compile under
+    MirroredStrategy); a warning says when it is dropped.
+  * `off`: plain tf.function graphs.
+  """
+  if setting not in ("auto", "on", "off"):
+    raise ValueError(f"jit_compile={setting!r}: expected auto, on or off.")
+  single = strategy.num_replicas_in_sync == 1
+  if setting == "off":
+    return False
+  if setting == "on":
+    if not single:
+      logging.warning("--jit_compile=on is ignored with %d replicas: XLA is applied to "
+                      "single-replica runs only.", strategy.num_replicas_in_sync)
+    return single
+  accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+  return single and not accelerators
+
+
 def set_seed(seed: int) -> None:
   """Seeds Python, NumPy, TensorFlow and Keras (weight initialisation)."""
   keras.utils.set_random_seed(seed)

@@ -8,3 +8,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
+# Before any test imports TensorFlow, so the tests run with the package's
+# defaults (oneDNN kernels on, see cascade_tf/__init__.py).
+import cascade_tf  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position

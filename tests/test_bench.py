@@ -53,6 +53,18 @@ def test_train_rows(cfg):
         flops.step_flops(cfg, row["stage"], forward))
     assert row["peak_fraction"] is None  # No peak rows measured.
     assert row["fuse_critic"] == row["stage"].endswith("_full_step")
+    assert row["jit_compile"] is False  # The tiny preset's train.jit_compile is "off".
+    assert row["onednn"] in (True, None)  # Importing cascade_tf turns oneDNN on.
+
+
+def test_xla_setting_reaches_the_training_rows_only(cfg):
+  rows = bench.measure_rows(cfg, "all", 2, stages=["pretrain", "infer_keras"],
+                            jit_compile="auto", **FAST)
+  by_stage = {r["stage"]: r for r in rows}
+  assert by_stage["pretrain"]["jit_compile"] is True  # auto: on for a CPU run.
+  assert by_stage["infer_keras"]["jit_compile"] is False  # Inference is never compiled by auto.
+  assert bench.resolve_jit("on", "infer_keras") and not bench.resolve_jit("on", "data_joint")
+  _check_row(by_stage["pretrain"], cfg, "pretrain")
 
 
 def test_inference_data_and_peak_rows(cfg):

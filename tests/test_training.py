@@ -271,3 +271,40 @@ def test_mixed_precision_trains_and_checkpoints(tmp_path, policy):
                                                                          "pretrain"))]
   # mixed_float16 wraps the optimizer in a LossScaleOptimizer whose scale is saved.
   assert any("dynamic_scale" in n for n in names) == (policy == "mixed_float16")
+
+
+def test_xla_compiled_updates_match_the_graph_updates():
+  """jit_compile=True (the CPU default) computes the same critic and joint updates."""
+  import keras
+  from cascade_tf.models import perceptual
+  from cascade_tf.training import steps as steps_lib
+  cfg = _tiny()
+  strategy = tf.distribute.get_strategy()
+  rng = np.random.default_rng(0)
+  batch = {k: tf.constant(rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32"))
+           for k in ("corrupted", "clean")}
+
+  def updates(jit):
+    keras.utils.set_random_seed(3)
+    nets = loop.build_networks(cfg, ["generator", "restorer", "critic"])
+    vgg = perceptual.build_vgg_features("none", 32)
+    variables = nets["generator"].trainable_variables + nets["restorer"].trainable_variables
+    optimizers = [keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3)]
+    critic = steps_lib.make_critic_step(strategy, nets["generator"], nets["critic"],
+                                        optimizers[0], 4, 0.01, jit_compile=jit)
+    joint = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
+                                      nets["critic"], vgg, optimizers[1], 4, cfg.loss,
+                                      jit_compile=jit)
+    out = {**critic(batch), **joint(batch)}
+    weights = [v.numpy() for v in variables + nets["critic"].trainable_variables]
+    clipped = max(float(np.abs(v.numpy()).max()) for v in nets["critic"].trainable_variables)
+    return {k: float(v) for k, v in out.items()}, weights, clipped
+
+  plain_losses, plain_weights, _ = updates(False)
+  xla_losses, xla_weights, xla_clipped = updates(True)
+  assert plain_losses.keys() == xla_losses.keys()
+  for key, value in plain_losses.items():
+    assert xla_losses[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
+  worst = max(float(np.abs(a - b).max()) for a, b in zip(plain_weights, xla_weights))
+  assert worst < 1e-4, worst
+  assert xla_clipped <= 0.01 + 1e-7  # Weight clipping ran inside the compiled critic update.

@@ -5,6 +5,7 @@
     restorer.py    build_restorer: deblurring-denoising network R (Sec. 3.3, Fig. 4)
     cascade.py     build_cascade: x -> {G(x), R(G(x))} (Sec. 3.1, Fig. 2)
     perceptual.py  build_vgg_features: frozen VGG16 features for eqs. (2-3)
+    fold.py        fold_batch_norm: inference copy with batch norm merged into convs
 
 All take and return images in [-1, 1]. docs/architecture.md documents the
 choices made where the paper is silent.

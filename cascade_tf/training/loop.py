@@ -314,23 +314,28 @@ def train_stage(cfg: config_lib.Config,
       cfg.data, split="test", track=spec.track, batch_size=t.val_images, training=False,
       source=test_source, max_images=t.val_images)))
 
+  jit = runtime.resolve_jit_compile(t.jit_compile, strategy)
   if stage in ("pretrain", "dd"):
     trained = nets["restorer" if stage == "dd" else "generator"]
-    main_step = steps_lib.make_mse_step(strategy, trained, optimizers["optimizer"], global_batch)
+    main_step = steps_lib.make_mse_step(strategy, trained, optimizers["optimizer"], global_batch,
+                                        jit_compile=jit)
   elif stage == "gan":
     main_step = steps_lib.make_generator_step(strategy, nets["generator"], nets["critic"], vgg,
-                                              optimizers["optimizer"], global_batch, cfg.loss)
+                                              optimizers["optimizer"], global_batch, cfg.loss,
+                                              jit_compile=jit)
   else:
     main_step = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
                                           nets["critic"], vgg, optimizers["optimizer"],
-                                          global_batch, cfg.loss)
+                                          global_batch, cfg.loss, jit_compile=jit)
   critic_step = None
   if spec.adversarial:
     critic_step = steps_lib.make_critic_step(strategy, nets["generator"], nets["critic"],
-                                             optimizers["critic_optimizer"], global_batch, t.clip)
+                                             optimizers["critic_optimizer"], global_batch, t.clip,
+                                             jit_compile=jit)
 
-  logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s.",
-               stage, step, target, global_batch, strategy.num_replicas_in_sync, lr, spec.track)
+  logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s, "
+               "XLA %s.", stage, step, target, global_batch, strategy.num_replicas_in_sync, lr,
+               spec.track, "on" if jit else "off")
   progress = _Progress(stage, step, target, t.log_every)
   values: dict[str, float] = {}
   validation: dict[str, float] = {}

@@ -1,0 +1,98 @@
+"""Tests of cascade_tf.models.fold: folding inference batch norm into convolutions."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cascade_tf import config
+from cascade_tf.models import build_cascade
+from cascade_tf.models import build_generator
+from cascade_tf.models import build_restorer
+from cascade_tf.models import fold
+
+
+def _randomise_batch_norm(model, seed):
+  """Gives every batch norm non-trivial statistics, scale and offset."""
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      channels = layer.gamma.shape[0]
+      layer.gamma.assign(rng.uniform(0.5, 1.5, channels).astype("float32"))
+      layer.beta.assign(rng.normal(0, 0.2, channels).astype("float32"))
+      layer.moving_mean.assign(rng.normal(0, 0.3, channels).astype("float32"))
+      layer.moving_variance.assign(rng.uniform(0.2, 2.0, channels).astype("float32"))
+
+
+def _count_bn(model):
+  return sum(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
+
+
+@pytest.mark.parametrize("network", ["generator", "restorer"])
+def test_folded_network_matches_inference_mode_and_drops_every_batch_norm(network):
+  cfg = config.tiny()
+  keras.utils.set_random_seed(1)
+  model = (build_generator(cfg.generator, None) if network == "generator"
+           else build_restorer(cfg.restorer, None))
+  _randomise_batch_norm(model, seed=2)
+  assert _count_bn(model) > 0
+  pairs = fold.foldable_pairs(model)
+  assert len(pairs) == _count_bn(model)  # Every BN of ours follows a conv.
+  if network == "generator":  # Transposed convolutions (kernel [h, w, out, in]) are folded too.
+    assert any(isinstance(model.get_layer(n), keras.layers.Conv2DTranspose) for n in pairs)
+
+  folded = fold.fold_batch_norm(model)
+  assert _count_bn(folded) == 0
+  assert [l.name for l in folded.layers] == [l.name for l in model.layers]
+  x = tf.random.stateless_uniform([2, 64, 96, 3], [3, 4], -1.0, 1.0)
+  expected = model(x, training=False).numpy()
+  got = folded(x, training=False).numpy()
+  np.testing.assert_allclose(got, expected, atol=2e-5, rtol=1e-4)
+  # In training mode the original would normalise with batch statistics: not
+  # what the folded copy computes, which is why training never uses it.
+  assert not np.allclose(model(x, training=True).numpy(), got, atol=1e-3)
+
+
+def test_fold_copies_weights_and_keeps_the_original_untouched():
+  cfg = config.tiny()
+  keras.utils.set_random_seed(5)
+  restorer = build_restorer(cfg.restorer, None)
+  _randomise_batch_norm(restorer, seed=6)
+  before = [w.copy() for w in restorer.get_weights()]
+  folded = fold.fold_batch_norm(restorer)
+  for a, b in zip(before, restorer.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  x = tf.random.stateless_uniform([1, 32, 32, 3], [7, 8], -1.0, 1.0)
+  out = folded(x).numpy()
+  for w in restorer.weights:  # Later changes to the original do not reach the copy.
+    w.assign(w * 0.0)
+  np.testing.assert_array_equal(folded(x).numpy(), out)
+
+
+def test_folded_cascade_matches_the_cascade():
+  cfg = config.tiny()
+  keras.utils.set_random_seed(9)
+  generator, restorer = build_generator(cfg.generator, None), build_restorer(cfg.restorer, None)
+  _randomise_batch_norm(generator, 10)
+  _randomise_batch_norm(restorer, 11)
+  x = tf.random.stateless_uniform([2, 32, 32, 3], [12, 13], -1.0, 1.0)
+  expected = build_cascade(generator, restorer)(x, training=False)
+  got = build_cascade(fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer))(x)
+  for key in ("inpainted", "restored"):
+    np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), atol=2e-5, rtol=1e-4)
+
+
+def test_batch_norm_not_after_a_convolution_is_kept():
+  inputs = keras.Input((8, 8, 4))
+  x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", use_bias=False)(inputs)
+  x = keras.layers.BatchNormalization(name="after_relu_conv")(x)  # Conv has an activation.
+  y = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="shared_out")(x)
+  a = keras.layers.BatchNormalization(name="bn_a")(y)
+  b = keras.layers.Add()([a, y])  # y is read twice: not foldable.
+  model = keras.Model(inputs, b)
+  _randomise_batch_norm(model, 14)
+  assert fold.foldable_pairs(model) == {}
+  folded = fold.fold_batch_norm(model)
+  assert _count_bn(folded) == 2
+  x = tf.random.stateless_uniform([1, 8, 8, 4], [1, 2])
+  np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), atol=1e-6)

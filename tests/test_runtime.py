@@ -1,0 +1,59 @@
+"""Tests of cascade_tf.runtime and the package's CPU defaults (oneDNN, XLA)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+import cascade_tf
+from cascade_tf import config
+from cascade_tf import runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _FakeStrategy:
+  def __init__(self, replicas):
+    self.num_replicas_in_sync = replicas
+
+
+def test_jit_compile_resolution():
+  one, two = _FakeStrategy(1), _FakeStrategy(2)
+  has_accelerator = bool(tf.config.list_logical_devices("GPU") +
+                         tf.config.list_logical_devices("TPU"))
+  assert runtime.resolve_jit_compile("auto", one) is (not has_accelerator)
+  assert runtime.resolve_jit_compile("auto", two) is False
+  assert runtime.resolve_jit_compile("on", one) is True
+  assert runtime.resolve_jit_compile("on", two) is False  # XLA needs a single replica.
+  assert runtime.resolve_jit_compile("off", one) is False
+  with pytest.raises(ValueError, match="jit_compile='yes'"):
+    runtime.resolve_jit_compile("yes", one)
+
+
+def test_jit_compile_config_values():
+  assert config.cpu().train.jit_compile == config.paper().train.jit_compile == "auto"
+  assert config.tiny().train.jit_compile == "off"
+  assert config.with_overrides(config.cpu(), {"train.jit_compile": "on"}).train.jit_compile == "on"
+  with pytest.raises(ValueError, match="train.jit_compile"):
+    config.with_overrides(config.cpu(), {"train.jit_compile": "maybe"})
+
+
+def _onednn_in_fresh_process(env_value):
+  env = {k: v for k, v in os.environ.items() if k != cascade_tf.ONEDNN_ENV}
+  if env_value is not None:
+    env[cascade_tf.ONEDNN_ENV] = env_value
+  env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
+  code = ("import cascade_tf, os, tensorflow\n"
+          "from tensorflow.python.util import _pywrap_util_port\n"
+          "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), _pywrap_util_port.IsMklEnabled())")
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=120, check=True)
+  return out.stdout.split()
+
+
+def test_importing_the_package_turns_onednn_on_unless_the_user_chose():
+  assert _onednn_in_fresh_process(None) == ["1", "True"]
+  assert _onednn_in_fresh_process("0") == ["0", "False"]  # The user's choice wins.
