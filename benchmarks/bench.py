@@ -147,8 +147,8 @@ ROW_MODE = {**{n: "train" for n in TRAIN_ROWS}, **{n: "infer" for n in INFER_ROW
 ROW_KEYS = ("preset", "mode", "stage", "precision", "batch_size", "image_size", "img_per_s",
             "img_per_s_min", "img_per_s_max", "gflop_per_img", "gflops", "peak_fraction",
             "peak_rss_mb")
-SETTING_KEYS = ("jit_compile", "fuse_critic", "onednn", "threads_intra", "threads_inter",
-                "timed_steps", "device", "peak_device_mb")
+SETTING_KEYS = ("jit_compile", "fuse_critic", "fold_batch_norm", "onednn", "threads_intra",
+                "threads_inter", "timed_steps", "device", "peak_device_mb")
 
 
 def plan_rows(mode: str, stages: Sequence[str] | None = None) -> list[str]:
@@ -385,12 +385,14 @@ def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
   return full_step, batch_size, [critic_step, update]
 
 
-def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool):
+def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool,
+               fold_batch_norm: bool = True):
   size = cfg.data.image_size
-  # As inference.load_workdir_cascade builds it: batch norm folded into the convolutions.
-  model = cascade_lib.build_cascade(
-      fold.fold_batch_norm(generator_lib.build_generator(cfg.generator, size)),
-      fold.fold_batch_norm(restorer_lib.build_restorer(cfg.restorer, size)))
+  generator = generator_lib.build_generator(cfg.generator, size)
+  restorer = restorer_lib.build_restorer(cfg.restorer, size)
+  if fold_batch_norm:  # As inference.load_workdir_cascade builds it.
+    generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
+  model = cascade_lib.build_cascade(generator, restorer)
   spec = tf.TensorSpec([batch_size, size, size, 3], tf.float32)
 
   @tf.function(input_signature=[spec], jit_compile=jit_compile)
@@ -486,6 +488,7 @@ def _memory() -> tuple[float, float | None]:
 def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: str = "float32",
                 *, steps: int = 5, warmup: int = 2, jit_compile: bool | str | None = None,
                 fuse_critic: bool = False, data_batches: int = 10,
+                fold_batch_norm: bool = True,
                 peak_matmul_size: int = 4096,
                 peak_conv_shape: Sequence[int] = (8, 128, 256),
                 forward_flops: dict[str, int] | None = None) -> list[dict]:
@@ -502,6 +505,9 @@ def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: s
     raise ValueError(f"--batch_size={batch_size}: must be >= 1.")
   jit_compile = resolve_jit(cfg.train.jit_compile if jit_compile is None else jit_compile, name)
   settings = _settings(jit_compile, fuse_critic, steps)
+  # Inference folds batch norm (export always does, inference.load_workdir_cascade).
+  settings["fold_batch_norm"] = (fold_batch_norm if name in INFER_ROWS else
+                                 True if name in EXPORT_ROWS else None)
   size = cfg.data.image_size
   gc.collect()
   _reset_gpu_peak()
@@ -531,7 +537,7 @@ def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: s
     if name in TRAIN_ROWS:
       fn, items, traced = _train_row(name, cfg, batch_size, policy, jit_compile, fuse_critic)
     elif name in INFER_ROWS:
-      fn, items, traced = _infer_row(cfg, batch_size, jit_compile)
+      fn, items, traced = _infer_row(cfg, batch_size, jit_compile, fold_batch_norm)
     else:
       workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cascade_bench_"))
       fn, items, traced = _export_row(cfg, batch_size, workdir)
@@ -651,6 +657,9 @@ def define_flags() -> None:
   flags.DEFINE_enum("onednn", "default", ["default", "on", "off"],
                     f"oneDNN ops: sets {_ONEDNN_ENV} before TensorFlow is imported; default "
                     "leaves the environment as it is (unset: cascade_tf turns oneDNN on).")
+  flags.DEFINE_boolean("fold_batch_norm", True, "infer_keras: fold batch norm into the "
+                       "convolutions, as inference does (--nofold_batch_norm: the trained "
+                       "layers as they are).")
   flags.DEFINE_boolean("isolate", True, "Run every row in its own process (own peak RSS, no "
                        "state shared between rows).")
   flags.DEFINE_list("stages", None, "Only these rows of --mode (e.g. joint,critic).")
@@ -664,6 +673,7 @@ def define_flags() -> None:
 def _measure_kwargs() -> dict:
   return {"steps": FLAGS.steps, "warmup": FLAGS.warmup, "jit_compile": FLAGS.jit_compile,
           "fuse_critic": FLAGS.fuse_critic, "data_batches": FLAGS.data_batches,
+          "fold_batch_norm": FLAGS.fold_batch_norm,
           "peak_matmul_size": FLAGS.peak_matmul_size,
           "peak_conv_shape": tuple(int(v) for v in FLAGS.peak_conv_shape)}
 

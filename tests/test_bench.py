@@ -129,3 +129,36 @@ def test_command_line_writes_the_json_contract(tmp_path):
   assert [r["stage"] for r in rows] == ["infer_keras"]
   assert set(bench.ROW_KEYS) <= set(rows[0])
   assert "| infer_keras | float32 | 2 |" in result.stdout
+
+
+def test_compare_settings_tabulates_runs_fastest_first(tmp_path):
+  from benchmarks import compare_settings
+  row = {"stage": "joint", "preset": "paper", "precision": "float32", "batch_size": 8, "img_per_s": 1.0,
+         "img_per_s_min": 0.9, "img_per_s_max": 1.1, "peak_rss_mb": 100.0, "onednn": False,
+         "jit_compile": False, "threads_intra": 0, "threads_inter": 0}
+  (tmp_path / "slow.json").write_text(json.dumps([row]))
+  (tmp_path / "fast.json").write_text(json.dumps([{**row, "img_per_s": 2.0, "onednn": True,
+                                                   "img_per_s_max": 2.5},
+                                                  {**row, "stage": "critic"}]))
+  (tmp_path / "bad.json").write_text("{not json")
+  paths = [str(tmp_path / n) for n in ("slow.json", "fast.json")]
+  table = compare_settings.format_table(compare_settings.load_rows(paths, ["joint"]))
+  lines = table.splitlines()
+  assert len(lines) == 4 and "critic" not in table
+  assert lines[2].startswith("| joint | fast | paper | True | False | default/default | float32 | "
+                             "8 | 2 [")
+  assert lines[3].startswith("| joint | slow |")
+  with pytest.raises(SystemExit, match="bad.json"):
+    compare_settings.load_rows([str(tmp_path / "bad.json")], None)
+
+
+def test_infer_ab_times_the_three_inference_paths(capsys):
+  from benchmarks import infer_ab
+  assert infer_ab.main(["--preset=tiny", "--batch_size=2", "--rounds=4", "--warmup=1"]) == 0
+  out = capsys.readouterr().out
+  differences = json.loads(out.split("[0, 1]: ", 1)[1].split("\n", 1)[0])
+  assert set(differences) == {"folded", "savedmodel"}
+  assert max(differences.values()) < 1e-5  # All three paths compute the same images.
+  rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+  assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded", "| savedmodel"]
+  assert rows[1].endswith("| 1.000 [1.000–1.000] |")

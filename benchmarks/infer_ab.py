@@ -1,0 +1,132 @@
+"""Paired timing of the inference paths: Keras as trained, Keras folded, the SavedModel.
+
+    python benchmarks/infer_ab.py --preset=paper --batch_size=8 --rounds=30
+
+Builds one cascade (batch-norm statistics randomised, so folding has real
+work to do) and runs, on the same batch, three ways of using it:
+
+* `plain`: the Keras cascade with its batch-norm layers (training=False);
+* `folded`: the same with batch norm folded into the convolutions
+  (`cascade_tf.models.fold`), which is what `inference.load_workdir_cascade`
+  gives evaluate.py and restore.py;
+* `savedmodel`: the cascade exported by `cascade_tf.serving.export_savedmodel`
+  (folded too) through its `serving_default` signature, input checks,
+  padding and clipping included, as TF Serving runs it.
+
+It checks that they agree, then calls each once per round, in a rotating
+order, all in one process. Machine noise on a shared 2-core host drifts
+over seconds to minutes, so separate runs of bench.py could not resolve a
+few percent; calls made side by side see the same drift, and the median of
+the per-round ratios to `folded` is what to read. Prints a Markdown table
+with medians and quartiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+# pylint: disable=wrong-import-position
+import cascade_tf  # noqa: F401  Before TensorFlow: the package's oneDNN default.
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cascade_tf import config as config_lib
+from cascade_tf import ranges
+from cascade_tf import serving
+from cascade_tf.models import build_cascade
+from cascade_tf.models import build_generator
+from cascade_tf.models import build_restorer
+from cascade_tf.models import fold
+# pylint: enable=wrong-import-position
+
+
+def _randomise_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      n = layer.gamma.shape[0]
+      layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+      layer.beta.assign(rng.normal(0, 0.1, n).astype("float32"))
+      layer.moving_mean.assign(rng.normal(0, 0.1, n).astype("float32"))
+      layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
+
+
+def _quartiles(values):
+  q = statistics.quantiles(values, n=4)
+  return q[0], statistics.median(values), q[2]
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="paper", choices=sorted(config_lib.PRESETS))
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--rounds", type=int, default=30)
+  parser.add_argument("--warmup", type=int, default=3)
+  args = parser.parse_args(argv)
+  if args.rounds < 4 or args.batch_size < 1:
+    raise SystemExit(f"--rounds={args.rounds} must be >= 4 and --batch_size >= 1.")
+  cfg = config_lib.get_preset(args.preset)
+  size = cfg.data.image_size
+  keras.utils.set_random_seed(0)
+  generator, restorer = build_generator(cfg.generator, size), build_restorer(cfg.restorer, size)
+  rng = np.random.default_rng(0)
+  _randomise_batch_norm(generator, rng)
+  _randomise_batch_norm(restorer, rng)
+  spec = tf.TensorSpec([args.batch_size, size, size, 3], tf.float32)
+  keras_models = {"plain": build_cascade(generator, restorer),
+                  "folded": build_cascade(fold.fold_batch_norm(generator),
+                                          fold.fold_batch_norm(restorer))}
+  # All three take [0, 1] images and return the restored image in [0, 1].
+  calls = {name: tf.function(
+      lambda x, m=model: ranges.from_model(m(ranges.to_model(x), training=False)["restored"],
+                                           clip=True), input_signature=[spec])
+           for name, model in keras_models.items()}
+  with tempfile.TemporaryDirectory(prefix="cascade_infer_ab_") as workdir:
+    # The layout inference.load_workdir_cascade reads: config.json and a joint checkpoint.
+    tf.train.Checkpoint(generator=generator, restorer=restorer).save(
+        os.path.join(workdir, "joint", "checkpoints", "ckpt"))
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config_lib.to_json(cfg))
+    path = serving.export_savedmodel(workdir, os.path.join(workdir, "export"))
+    serve = tf.saved_model.load(path).signatures[serving.SIGNATURE_IMAGES]
+    calls["savedmodel"] = lambda x: serve(images=x)["restored"]
+    x = tf.random.stateless_uniform(spec.shape, [0, 1])
+    outputs = {name: call(x).numpy() for name, call in calls.items()}
+    differences = {name: float(np.abs(out - outputs["plain"]).max())
+                   for name, out in outputs.items() if name != "plain"}
+    for _ in range(args.warmup):
+      for call in calls.values():
+        call(x).numpy()
+    names = list(calls)
+    rates = {name: [] for name in names}
+    for i in range(args.rounds):
+      order = names[i % len(names):] + names[:i % len(names)]  # Rotate who goes first.
+      for name in order:
+        start = time.perf_counter()
+        calls[name](x).numpy()
+        rates[name].append(args.batch_size / (time.perf_counter() - start))
+  print(f"preset {args.preset}, batch {args.batch_size}, {args.rounds} rounds, TensorFlow "
+        f"{tf.__version__}; max |output - plain| in [0, 1]: {json.dumps(differences)}\n")
+  print("| path | img/s median | lower quartile | upper quartile | ratio to folded, per round "
+        "(median [quartiles]) |")
+  print("|---|---|---|---|---|")
+  for name in names:
+    low, mid, high = _quartiles(rates[name])
+    ratio = _quartiles([a / b for a, b in zip(rates[name], rates["folded"])])
+    print(f"| {name} | {mid:.3g} | {low:.3g} | {high:.3g} | {ratio[1]:.3f} "
+          f"[{ratio[0]:.3f}–{ratio[2]:.3f}] |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
