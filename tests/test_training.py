@@ -308,3 +308,9 @@ def test_xla_compiled_updates_match_the_graph_updates():
   worst = max(float(np.abs(a - b).max()) for a, b in zip(plain_weights, xla_weights))
   assert worst < 1e-4, worst
   assert xla_clipped <= 0.01 + 1e-7  # Weight clipping ran inside the compiled critic update.
+
+
+def test_training_loop_runs_xla_compiled_steps(tmp_path):
+  [result] = loop.train(_tiny(**{"train.jit_compile": "on"}), "pretrain", str(tmp_path))
+  assert result.step == 2 and np.isfinite(result.last_losses["mse"])
+  assert loop.latest_checkpoint(str(tmp_path), "pretrain").endswith("ckpt-2")
