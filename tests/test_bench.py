@@ -162,3 +162,16 @@ def test_infer_ab_times_the_three_inference_paths(capsys):
   rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
   assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded", "| savedmodel"]
   assert rows[1].endswith("| 1.000 [1.000–1.000] |")
+
+
+def test_layers_benchmark_reports_every_layer_kind(capsys):
+  from benchmarks import layers
+  assert layers.main(["--batch_size=1", "--repeats=1", "--xla=off"]) == 0
+  rows = [line for line in capsys.readouterr().out.splitlines()
+          if line.startswith("| ") and "---" not in line][1:]
+  assert len(rows) == len(layers.layer_cases())
+  for row in rows:
+    fwd, fwd_bwd = (float(v) for v in row.strip("| ").split(" | ")[2:4])
+    assert fwd > 0 and fwd_bwd > 0
+  with pytest.raises(SystemExit, match="--repeats=0"):
+    layers.main(["--repeats=0"])
