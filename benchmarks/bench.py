@@ -410,18 +410,26 @@ def _export_row(cfg: config_lib.Config, batch_size: int, workdir: str):
     from cascade_tf import serving  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise RuntimeError(f"cascade_tf.serving is not available ({e}); skip --mode=export.") from e
-  # The layout inference.load_workdir_cascade reads: config.json and a
-  # `joint` checkpoint holding the generator and the restorer.
   generator = generator_lib.build_generator(cfg.generator, None)
   restorer = restorer_lib.build_restorer(cfg.restorer, None)
+  serve = export_and_load(cfg, generator, restorer, workdir, serving)
+  images = _random_batch(batch_size, cfg.data.image_size)["corrupted"]
+  return (lambda: serve(images=images)), batch_size, []
+
+
+def export_and_load(cfg: config_lib.Config, generator, restorer, workdir: str, serving):
+  """Exports these networks as export.py would and returns the loaded serving_default.
+
+  Writes the layout inference.load_workdir_cascade reads into `workdir`
+  (config.json and a `joint` checkpoint holding the generator and the
+  restorer), then `serving.export_savedmodel` into `workdir`/export.
+  """
   tf.train.Checkpoint(generator=generator, restorer=restorer).save(
       os.path.join(workdir, "joint", "checkpoints", "ckpt"))
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config_lib.to_json(cfg))
   path = serving.export_savedmodel(workdir, os.path.join(workdir, "export"))
-  serve = tf.saved_model.load(path).signatures[serving.SIGNATURE_IMAGES]
-  images = _random_batch(batch_size, cfg.data.image_size)["corrupted"]
-  return (lambda: serve(images=images)), batch_size, []
+  return tf.saved_model.load(path).signatures[serving.SIGNATURE_IMAGES]
 
 
 def _data_row(cfg: config_lib.Config, track: str, batch_size: int, data_batches: int,

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import bench
 from cascade_tf import config as config_lib
 from cascade_tf import ranges
 from cascade_tf import serving
@@ -92,13 +93,7 @@ def main(argv: list[str]) -> int:
                                            clip=True), input_signature=[spec])
            for name, model in keras_models.items()}
   with tempfile.TemporaryDirectory(prefix="cascade_infer_ab_") as workdir:
-    # The layout inference.load_workdir_cascade reads: config.json and a joint checkpoint.
-    tf.train.Checkpoint(generator=generator, restorer=restorer).save(
-        os.path.join(workdir, "joint", "checkpoints", "ckpt"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config_lib.to_json(cfg))
-    path = serving.export_savedmodel(workdir, os.path.join(workdir, "export"))
-    serve = tf.saved_model.load(path).signatures[serving.SIGNATURE_IMAGES]
+    serve = bench.export_and_load(cfg, generator, restorer, workdir, serving)
     calls["savedmodel"] = lambda x: serve(images=x)["restored"]
     x = tf.random.stateless_uniform(spec.shape, [0, 1])
     outputs = {name: call(x).numpy() for name, call in calls.items()}
