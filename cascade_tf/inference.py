@@ -5,7 +5,7 @@ config.json and restores the most complete weights it has: the `joint`
 stage when it exists, otherwise the generator of `gan` (or `pretrain`)
 and the restorer of `dd`, then folds every batch norm into the convolution
 before it (`models/fold.py`: the same function in fewer passes; measured
-3.5% faster paper-preset inference on the CPU, docs/benchmarks.md).
+5% (`paper`) to 26% (`cpu`) faster inference on the CPU, docs/benchmarks.md).
 `Repairer` wraps either a workdir or an exported
 SavedModel version directory behind one call on [0, 1] images, so
 evaluation and the restore command treat both alike.

@@ -12,6 +12,8 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from cascade_tf import config as config_lib
+
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
   """Returns the strategy called `name`.
@@ -77,8 +79,8 @@ def resolve_jit_compile(setting: str, strategy: tf.distribute.Strategy) -> bool:
     MirroredStrategy); a warning says when it is dropped.
   * `off`: plain tf.function graphs.
   """
-  if setting not in ("auto", "on", "off"):
-    raise ValueError(f"jit_compile={setting!r}: expected auto, on or off.")
+  if setting not in config_lib.JIT_COMPILE:
+    raise ValueError(f"jit_compile={setting!r}: expected one of {config_lib.JIT_COMPILE}.")
   single = strategy.num_replicas_in_sync == 1
   if setting == "off":
     return False

@@ -64,12 +64,10 @@ def foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormalizat
 def _folded_weights(conv, bn) -> list[np.ndarray]:
   kernel = conv.kernel.numpy().astype(np.float64)
   bias = conv.bias.numpy().astype(np.float64) if conv.use_bias else 0.0
-  channels = kernel.shape[3] if isinstance(conv, keras.layers.Conv2D) and not isinstance(
-      conv, keras.layers.Conv2DTranspose) else kernel.shape[2]
-  gamma = bn.gamma.numpy().astype(np.float64) if bn.scale else np.ones(channels)
-  beta = bn.beta.numpy().astype(np.float64) if bn.center else np.zeros(channels)
   mean = bn.moving_mean.numpy().astype(np.float64)
   variance = bn.moving_variance.numpy().astype(np.float64)
+  gamma = bn.gamma.numpy().astype(np.float64) if bn.scale else np.ones_like(mean)
+  beta = bn.beta.numpy().astype(np.float64) if bn.center else np.zeros_like(mean)
   scale = gamma / np.sqrt(variance + bn.epsilon)
   if isinstance(conv, keras.layers.Conv2DTranspose):  # Kernel [h, w, out, in].
     kernel = kernel * scale[None, None, :, None]

@@ -54,15 +54,11 @@ def _replicated(strategy: tf.distribute.Strategy, replica_fn, jit_compile: bool 
 
   @tf.function(reduce_retracing=True)
   def step(batch):
-    return _run_reduced(strategy, replica_fn, batch)
+    per_replica = strategy.run(replica_fn, args=(batch,))
+    return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+            for name, value in per_replica.items()}
 
   return step
-
-
-def _run_reduced(strategy, replica_fn, batch) -> dict:
-  per_replica = strategy.run(replica_fn, args=(batch,))
-  return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-          for name, value in per_replica.items()}
 
 
 def _inputs(batch):
