@@ -23,7 +23,6 @@ import os
 
 from absl import logging
 import keras
-import tensorflow as tf
 
 # The layers whose outputs are phi_{1,2}, phi_{2,2}, phi_{3,3}, phi_{4,3}.
 FEATURE_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3")
@@ -50,9 +49,9 @@ class VGGPreprocess(keras.layers.Layer):
     super().__init__(**kwargs)
 
   def call(self, images):
-    pixels = (tf.cast(images, tf.float32) + 1.0) * 127.5
-    bgr = tf.reverse(pixels, axis=[-1])
-    return bgr - tf.constant(IMAGENET_MEAN_BGR, tf.float32)
+    pixels = (keras.ops.cast(images, "float32") + 1.0) * 127.5
+    bgr = keras.ops.flip(pixels, axis=-1)
+    return bgr - keras.ops.convert_to_tensor(IMAGENET_MEAN_BGR, "float32")
 
   def compute_output_shape(self, input_shape):
     return input_shape

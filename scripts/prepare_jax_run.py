@@ -1,0 +1,117 @@
+"""Packs training images and blur kernels for scripts/train_jax.py.
+
+The JAX trainer runs on machines without TensorFlow, so what needs
+TensorFlow happens here, once:
+
+* blur kernels: `--kernels` kernels drawn by this package's own sampler
+  (`cascade_tf.data.corruptions.sample_corruption`: half Gaussian, half
+  motion, PROTOCOL.md's ranges), saved as `kernels.npy` [N, k, k];
+* training images: every readable image of `--image_dirs`, shrunk so that
+  its short side is ceil(S / train_crop_min_fraction) px (the largest size
+  a training crop is ever taken at before it is resized to S), re-encoded
+  as JPEG quality 95 under `images/`. Unreadable files are skipped and
+  counted. Shrinking keeps the bundle small enough to travel (the BSDS300
+  train + BSDS500 test images: 30 MB -> about 13 MB).
+
+    python scripts/prepare_jax_run.py --preset=paper \
+        --image_dirs=../shared/data/BSDS300/images/train,../shared/data/BSDS500-test \
+        --out_dir=/tmp/jax_bundle
+
+Then `python scripts/train_jax.py --bundle=/tmp/jax_bundle ...` on the
+machine with JAX (docs/training.md, "Training with Keras' JAX backend").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import numpy as np
+from PIL import Image
+from PIL import ImageOps
+
+import cascade_tf  # noqa: F401  (before TensorFlow)
+from cascade_tf import cli
+from cascade_tf.data import corruptions
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+_IMAGE_DIRS = flags.DEFINE_list("image_dirs", None, "Folders of training images.")
+_OUT_DIR = flags.DEFINE_string("out_dir", None, "Bundle folder to write (must not exist).")
+_KERNELS = flags.DEFINE_integer("kernels", 4096, "Blur kernels to draw.")
+_KERNEL_SEED = flags.DEFINE_integer("kernel_seed", 1, "Seed of the kernel draws.")
+_QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the packed images.")
+_CONFIG_FLAGS = ("image_size", "hole_size")
+cli.define_flags(flags, _CONFIG_FLAGS)
+
+
+def kernel_bank(data_cfg, count: int, seed: int) -> np.ndarray:
+  """`count` blur kernels [count, k, k] from the package's own sampler."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  seeds = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)),
+                    tf.range(count, dtype=tf.int64)], axis=1)
+  kernels = tf.map_fn(
+      lambda s: corruptions.sample_corruption(s, [1, 1, 1], data_cfg)["blur_kernel"], seeds,
+      fn_output_signature=tf.TensorSpec([data_cfg.blur_kernel_size] * 2, tf.float32))
+  return kernels.numpy()
+
+
+def pack_images(image_dirs, out_dir: str, short_side: int, quality: int) -> dict:
+  """Shrinks and re-encodes every readable image; returns counts."""
+  os.makedirs(out_dir, exist_ok=True)
+  packed, skipped = 0, []
+  for directory in image_dirs:
+    if not os.path.isdir(directory):
+      raise FileNotFoundError(f"--image_dirs: {directory} is not a folder.")
+    for file_name in sorted(os.listdir(directory)):
+      if not file_name.lower().endswith(IMAGE_SUFFIXES):
+        continue
+      path = os.path.join(directory, file_name)
+      try:
+        with Image.open(path) as image:
+          image = ImageOps.exif_transpose(image).convert("RGB")
+          scale = short_side / min(image.size)
+          if scale < 1.0:
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
+          stem = os.path.splitext(file_name)[0]
+          target = os.path.join(out_dir, f"{packed:05d}_{stem}.jpg")
+          image.save(target, quality=quality)
+          packed += 1
+      except (OSError, ValueError) as error:
+        skipped.append(f"{path}: {error}")
+  for line in skipped:
+    print(f"skipped unreadable image {line}", file=sys.stderr)
+  return {"images": packed, "skipped": len(skipped)}
+
+
+def main(argv):
+  del argv
+  if not _IMAGE_DIRS.value or not _OUT_DIR.value:
+    raise app.UsageError("--image_dirs and --out_dir are required.")
+  if os.path.exists(_OUT_DIR.value):
+    raise app.UsageError(f"--out_dir={_OUT_DIR.value} exists; choose a new folder.")
+  cfg = cli.config_from_flags(flags.FLAGS, _CONFIG_FLAGS)
+  short_side = math.ceil(cfg.data.image_size / cfg.data.train_crop_min_fraction)
+  counts = pack_images(_IMAGE_DIRS.value, os.path.join(_OUT_DIR.value, "images"), short_side,
+                       _QUALITY.value)
+  if not counts["images"]:
+    raise app.UsageError(f"--image_dirs={','.join(_IMAGE_DIRS.value)}: no readable image.")
+  kernels = kernel_bank(cfg.data, _KERNELS.value, _KERNEL_SEED.value)
+  np.save(os.path.join(_OUT_DIR.value, "kernels.npy"), kernels.astype(np.float32))
+  info = {"image_dirs": _IMAGE_DIRS.value, "short_side": short_side,
+          "jpeg_quality": _QUALITY.value, "kernels": int(kernels.shape[0]),
+          "kernel_seed": _KERNEL_SEED.value, **counts}
+  with open(os.path.join(_OUT_DIR.value, "bundle.json"), "w") as f:
+    json.dump(info, f, indent=1)
+  print(json.dumps(info))
+
+
+if __name__ == "__main__":
+  app.run(main)
