@@ -85,6 +85,8 @@ _INIT_DIR = flags.DEFINE_string("init_dir", None, "Warm start: an earlier --out_
                                 "weights are loaded for every network they exist for.")
 _STORE_DTYPE = flags.DEFINE_list("store_dtype", [], "network=dtype to store a network's "
                                  "weights narrower (e.g. critic=float16); default float32.")
+_SHARD_MIB = flags.DEFINE_float("shard_mib", 15.0, "Largest weights shard, MiB (a transfer "
+                                 "limit of 16 MiB per file fits 15.9).")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Steps between logged losses.")
 _LOADER_THREADS = flags.DEFINE_integer("loader_threads", 8, "Threads cropping images.")
 cli.define_flags(flags, CONFIG_FLAGS)
@@ -231,13 +233,17 @@ def new_optimizer(lr, trainable_variables):
   return optimizer, [v.value for v in optimizer.variables]
 
 
-def make_steps(stage: str, nets: dict[str, Net], optimizer, critic_optimizer, cfg):
-  """Jitted (critic_step, main_step) for `stage`; critic_step is None without a critic."""
-  track, data_cfg, loss_cfg = TRACK[stage], cfg.data, cfg.loss
+def make_updates(stage: str, nets: dict[str, Net], optimizer, critic_optimizer, cfg):
+  """(critic_update or None, main_update): pure updates on model-range inputs.
 
-  def inputs(clean, key, kernels):
-    corrupted = corrupt(clean, key, kernels, track, data_cfg)
-    return corrupted * 2.0 - 1.0, clean * 2.0 - 1.0
+  Each takes (state, x, y), x the corrupted and y the clean images in
+  [-1, 1], and returns (new state, {loss name: scalar}). States:
+  pretrain/dd ((trainable, non_trainable), optimizer vars); critic
+  (generator vars, critic vars, critic optimizer vars); gan/joint main
+  (trained vars, critic vars, optimizer vars), where the joint stage's
+  trained vars are the generator's followed by the restorer's.
+  """
+  loss_cfg = cfg.loss
 
   if stage in ("pretrain", "dd"):
     net = nets["generator" if stage == "pretrain" else "restorer"]
@@ -246,17 +252,15 @@ def make_steps(stage: str, nets: dict[str, Net], optimizer, critic_optimizer, cf
       out, non_trainable = net.call(trainable, non_trainable, x, True)
       return _mse(y, out), non_trainable
 
-    @jax.jit
-    def main_step(state, clean, key, kernels):
+    def main_update(state, x, y):
       (trainable, non_trainable), opt_vars = state
-      x, y = inputs(clean, key, kernels)
       (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           trainable, non_trainable, x, y)
       trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
       return ((trainable, non_trainable), opt_vars), {
           "mse": loss, "total": loss, "grad_norm": _global_norm(grads)}
 
-    return None, main_step
+    return None, main_update
 
   generator, critic = nets["generator"], nets["critic"]
   restorer = nets.get("restorer")
@@ -266,10 +270,8 @@ def make_steps(stage: str, nets: dict[str, Net], optimizer, critic_optimizer, cf
     fake_scores, c_non_trainable = critic.call(c_trainable, c_non_trainable, fake, True)
     return jnp.mean(fake_scores) - jnp.mean(real_scores), c_non_trainable
 
-  @jax.jit
-  def critic_step(state, clean, key, kernels):
+  def critic_update(state, x, y):
     g_vars, (c_trainable, c_non_trainable), opt_vars = state
-    x, y = inputs(clean, key, kernels)
     fake, g_non_trainable = generator.call(g_vars[0], g_vars[1], x, True)
     (loss, c_non_trainable), grads = jax.value_and_grad(critic_loss_fn, has_aux=True)(
         c_trainable, c_non_trainable, y, jax.lax.stop_gradient(fake))
@@ -281,23 +283,20 @@ def make_steps(stage: str, nets: dict[str, Net], optimizer, critic_optimizer, cf
   def generator_loss_fn(trainable, non_trainable, c_vars, x, y):
     if restorer is None:
       out, non_trainable = generator.call(trainable, non_trainable, x, True)
-      critic_input, intermediate = out, out
+      critic_input = intermediate = out
     else:
-      n_gen = len(generator.trainable)
-      n_gen_nt = len(generator.non_trainable)
+      n_gen, n_gen_nt = len(generator.trainable), len(generator.non_trainable)
       inpainted, g_nt = generator.call(trainable[:n_gen], non_trainable[:n_gen_nt], x, True)
       out, r_nt = restorer.call(trainable[n_gen:], non_trainable[n_gen_nt:], inpainted, True)
       non_trainable = list(g_nt) + list(r_nt)
-      critic_input, intermediate = inpainted, inpainted
+      critic_input = intermediate = inpainted
     scores, _ = critic.call(c_vars[0], c_vars[1], critic_input, False)
     terms = {"mse": _mse(y, out), "adversarial": -jnp.mean(scores)}
     total = loss_cfg.lambda_mse * terms["mse"] + loss_cfg.lambda_adv * terms["adversarial"]
     return total, (non_trainable, terms, _mse(y, intermediate))
 
-  @jax.jit
-  def main_step(state, clean, key, kernels):
+  def main_update(state, x, y):
     (trainable, non_trainable), c_vars, opt_vars = state
-    x, y = inputs(clean, key, kernels)
     (total, (non_trainable, terms, mse_intermediate)), grads = jax.value_and_grad(
         generator_loss_fn, has_aux=True)(trainable, non_trainable, c_vars, x, y)
     trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
@@ -306,7 +305,26 @@ def make_steps(stage: str, nets: dict[str, Net], optimizer, critic_optimizer, cf
       values["mse_intermediate"] = mse_intermediate
     return ((trainable, non_trainable), c_vars, opt_vars), values
 
-  return critic_step, main_step
+  return critic_update, main_update
+
+
+def make_steps(stage: str, nets: dict[str, Net], optimizer, critic_optimizer, cfg):
+  """Jitted (critic_step or None, main_step): corrupt a clean batch, then update.
+
+  Each step takes (state, clean [B, S, S, 3] in [0, 1], PRNG key, kernel bank).
+  """
+  track, data_cfg = TRACK[stage], cfg.data
+
+  def with_corruption(update):
+    @jax.jit
+    def step(state, clean, key, kernels):
+      corrupted = corrupt(clean, key, kernels, track, data_cfg)
+      return update(state, corrupted * 2.0 - 1.0, clean * 2.0 - 1.0)
+    return step
+
+  critic_update, main_update = make_updates(stage, nets, optimizer, critic_optimizer, cfg)
+  return (None if critic_update is None else with_corruption(critic_update),
+          with_corruption(main_update))
 
 
 # --------------------------------------------------------------------------
@@ -483,7 +501,8 @@ def main(argv):
       run["stages"].append(result)
       for name in NETWORKS[stage]:
         weights_io.save_weights(models[name], _OUT_DIR.value, name,
-                                store_dtype=store_dtype.get(name))
+                                store_dtype=store_dtype.get(name),
+                                max_bytes=int(_SHARD_MIB.value * 2**20))
       with open(os.path.join(_OUT_DIR.value, "run.json"), "w") as f:
         json.dump(run, f, indent=1)
       print(f"stage {stage}: {result['steps']} steps in {result['seconds']} s "
