@@ -27,7 +27,11 @@ and flipped. What differs:
   be 0;
 * a stage ends at its step count or its time budget (`--stage_seconds`),
   whichever comes first; there is no resuming inside a stage, but
-  `--init_dir` warm-starts from an earlier run's weights;
+  `--init_dir` warm-starts from an earlier run's weights (as train.py, a
+  stage that continues another's networks refuses to start from random
+  weights unless `--from_scratch`);
+* NaN or Inf losses are checked at every logged step (`--log_every`), not
+  at every step, to keep the device busy;
 * no validation during training: score the result with evaluate.py.
 
     KERAS_BACKEND=jax python scripts/train_jax.py --bundle=/tmp/jax_bundle \
@@ -70,6 +74,9 @@ from cascade_tf.models.restorer import build_restorer
 
 STAGES = ("pretrain", "gan", "dd", "joint")
 TRACK = {"pretrain": "inpaint", "gan": "inpaint", "dd": "restore", "joint": "joint"}
+# Networks a stage continues from an earlier stage (stages.SPECS' warm starts).
+WARM_START = {"pretrain": (), "gan": ("generator",), "dd": (),
+              "joint": ("generator", "critic", "restorer")}
 NETWORKS = {"pretrain": ("generator",), "gan": ("generator", "critic"), "dd": ("restorer",),
             "joint": ("generator", "restorer", "critic")}
 CONFIG_FLAGS = ("image_size", "hole_size", "steps", "batch_size", "lr", "lambda_mse",
@@ -83,6 +90,9 @@ _STAGE_SECONDS = flags.DEFINE_list(
     "without one runs its configured steps.")
 _INIT_DIR = flags.DEFINE_string("init_dir", None, "Warm start: an earlier --out_dir whose "
                                 "weights are loaded for every network they exist for.")
+_FROM_SCRATCH = flags.DEFINE_bool(
+    "from_scratch", False, "Let a stage start from random weights where train.py would warm-"
+    "start it (gan: the generator; joint: all three networks); default: refuse.")
 _STORE_DTYPE = flags.DEFINE_list("store_dtype", [], "network=dtype to store a network's "
                                  "weights narrower (e.g. critic=float16); default float32.")
 _SHARD_MIB = flags.DEFINE_float("shard_mib", 15.0, "Largest weights shard, MiB (a transfer "
@@ -482,6 +492,14 @@ def main(argv):
     if _INIT_DIR.value and os.path.exists(weights_io.manifest_path(_INIT_DIR.value, name)):
       weights_io.load_weights(model, _INIT_DIR.value, name)
       init[name] = _INIT_DIR.value
+  ready = set(init)
+  for stage in stages:
+    missing = [name for name in WARM_START[stage] if name not in ready]
+    if missing and not _FROM_SCRATCH.value:
+      raise app.UsageError(
+          f"Stage {stage} continues the {', '.join(missing)} of an earlier stage: run that stage "
+          "first in --stages, pass --init_dir with its weights, or --from_scratch.")
+    ready.update(NETWORKS[stage])
   sampler = CropSampler(os.path.join(_BUNDLE.value, "images"), cfg.data.image_size,
                         cfg.data.train_crop_min_fraction, cfg.train.batch_size, cfg.train.seed,
                         _LOADER_THREADS.value)

@@ -162,7 +162,9 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
             "--preset=tiny"]
   refused = _run([*common, "--stages=pretrain"])
   assert refused.returncode != 0 and "--lambda_per must be 0" in refused.stderr
-  proc = _run([*common, "--lambda_per=0", "--steps=2", "--stages=dd,joint",
+  refused = _run([*common, "--lambda_per=0", "--stages=dd,joint"])
+  assert refused.returncode != 0 and "Stage joint continues the generator, critic" in refused.stderr
+  proc = _run([*common, "--lambda_per=0", "--steps=2", "--stages=dd,joint", "--from_scratch",
                "--store_dtype=critic=float16", "--log_every=1"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   run = json.loads((run_dir / "run.json").read_text())
