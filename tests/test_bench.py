@@ -175,3 +175,22 @@ def test_layers_benchmark_reports_every_layer_kind(capsys):
     assert fwd > 0 and fwd_bwd > 0
   with pytest.raises(SystemExit, match="--repeats=0"):
     layers.main(["--repeats=0"])
+
+
+def test_winograd_convolution_matches_conv2d(capsys):
+  import numpy as np
+  import tensorflow as tf
+  from benchmarks import winograd
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.standard_normal((2, 6, 8, 5)).astype("float32"))
+  kernel = rng.standard_normal((3, 3, 5, 4)).astype("float32")
+  expected = tf.nn.conv2d(x, kernel, 1, "SAME").numpy()
+  out = winograd.winograd_conv3x3(x, tf.constant(winograd.transform_kernel(kernel))).numpy()
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="must be even"):
+    winograd.winograd_conv3x3(x[:, :5], tf.constant(winograd.transform_kernel(kernel)))
+  assert winograd.main(["--batch_size=1", "--size=8", "--channels=4", "--rounds=1",
+                        "--repeats=1"]) == 0
+  rows = [line for line in capsys.readouterr().out.splitlines()
+          if line.startswith("| ") and "---" not in line][1:]
+  assert len(rows) == 3 and all(float(row.split(" | ")[-1].strip(" |")) < 1e-4 for row in rows)
