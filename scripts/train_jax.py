@@ -484,14 +484,9 @@ def main(argv):
     raise app.UsageError(f"{kernels_path}: kernels {kernels.shape[1:]}, the config wants "
                          f"{cfg.data.blur_kernel_size}x{cfg.data.blur_kernel_size}.")
 
-  keras.utils.set_random_seed(cfg.train.seed)
   needed = sorted({n for s in stages for n in NETWORKS[s]})
-  models = {name: build(name, cfg) for name in needed}
-  init = {}
-  for name, model in models.items():
-    if _INIT_DIR.value and os.path.exists(weights_io.manifest_path(_INIT_DIR.value, name)):
-      weights_io.load_weights(model, _INIT_DIR.value, name)
-      init[name] = _INIT_DIR.value
+  init = {name: _INIT_DIR.value for name in needed if _INIT_DIR.value and os.path.exists(
+      weights_io.manifest_path(_INIT_DIR.value, name))}
   ready = set(init)
   for stage in stages:
     missing = [name for name in WARM_START[stage] if name not in ready]
@@ -500,6 +495,10 @@ def main(argv):
           f"Stage {stage} continues the {', '.join(missing)} of an earlier stage: run that stage "
           "first in --stages, pass --init_dir with its weights, or --from_scratch.")
     ready.update(NETWORKS[stage])
+  keras.utils.set_random_seed(cfg.train.seed)
+  models = {name: build(name, cfg) for name in needed}
+  for name in init:
+    weights_io.load_weights(models[name], _INIT_DIR.value, name)
   sampler = CropSampler(os.path.join(_BUNDLE.value, "images"), cfg.data.image_size,
                         cfg.data.train_crop_min_fraction, cfg.train.batch_size, cfg.train.seed,
                         _LOADER_THREADS.value)

@@ -6,8 +6,9 @@ backend, so the JAX side runs here, in a subprocess:
     python tests/jax_worker.py updates DIR   # one critic + one joint update
     python tests/jax_worker.py corrupt DIR   # the trainer's corruptions
 
-`updates` reads DIR/init (weights_io shards of the tiny generator, restorer
-and critic) and DIR/batch.npz (x, y in [-1, 1]), applies one critic update
+`updates` reads DIR/config.json (the networks' config), DIR/init
+(weights_io shards of its generator, restorer and critic) and DIR/batch.npz
+(x, y in [-1, 1]), applies one critic update
 and one joint update with RMSProp(1e-3), and writes DIR/after (shards) and
 DIR/losses.json. `corrupt` reads DIR/clean.npz (clean, kernel) and writes
 DIR/corrupted.npz with the restore, joint and inpaint corruptions (noise
@@ -42,7 +43,8 @@ def _train_jax():
 
 def updates(directory):
   train_jax = _train_jax()
-  cfg = config_lib.with_overrides(config_lib.tiny(), {"loss.lambda_per": 0.0})
+  with open(os.path.join(directory, "config.json")) as f:
+    cfg = config_lib.from_json(f.read())
   models = {name: train_jax.build(name, cfg) for name in ("generator", "restorer", "critic")}
   for name, model in models.items():
     weights_io.load_weights(model, os.path.join(directory, "init"), name)

@@ -26,8 +26,14 @@ from cascade_tf.training import steps as steps_lib
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The tiny preset with fewer layers: compiling the updates (XLA in JAX, graphs
+# in TensorFlow) takes most of these tests' time, and it grows with the layers.
+SMALL = {"loss.lambda_per": 0.0, "generator.num_levels": 2, "generator.num_res_blocks": 1,
+         "restorer.num_encode": 2, "restorer.num_decode": 2, "critic.convs_per_group": "1,1"}
+
+
 def _tiny():
-  return config_lib.with_overrides(config_lib.tiny(), {"loss.lambda_per": 0.0})
+  return config_lib.with_overrides(config_lib.tiny(), SMALL)
 
 
 def _run(args, **kwargs):
@@ -102,6 +108,7 @@ def test_jax_updates_match_tensorflow_updates(tmp_path):
   nets = loop.build_networks(cfg, ["generator", "restorer", "critic"])
   for name, net in nets.items():
     weights_io.save_weights(net, str(tmp_path / "init"), name)
+  (tmp_path / "config.json").write_text(config_lib.to_json(cfg))
   rng = np.random.default_rng(0)
   batch = {k: rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32") for k in ("corrupted", "clean")}
   np.savez(tmp_path / "batch.npz", x=batch["corrupted"] * 2 - 1, y=batch["clean"] * 2 - 1)
@@ -159,7 +166,7 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
 
   run_dir = tmp_path / "run"
   common = [ROOT / "scripts" / "train_jax.py", f"--bundle={bundle}", f"--out_dir={run_dir}",
-            "--preset=tiny"]
+            "--preset=tiny", *(f"--set={k}={v}" for k, v in SMALL.items() if k != "loss.lambda_per")]
   refused = _run([*common, "--stages=pretrain"])
   assert refused.returncode != 0 and "--lambda_per must be 0" in refused.stderr
   refused = _run([*common, "--lambda_per=0", "--stages=dd,joint"])
@@ -181,6 +188,7 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   cfg = inference.load_config(str(workdir))
   assert cfg.stage_steps("joint") == 2 and cfg.preset == "tiny"
+  assert cfg.generator.num_levels == 2 and cfg.critic.convs_per_group == (1, 1)
   loaded = inference.load_workdir_cascade(str(workdir), fold_batch_norm=False)
   assert all("/joint/checkpoints/ckpt-2" in path for path in loaded.weights_from.values())
   [generator] = loop.build_networks(cfg, ["generator"]).values()
