@@ -278,7 +278,10 @@ def test_xla_compiled_updates_match_the_graph_updates():
   import keras
   from cascade_tf.models import perceptual
   from cascade_tf.training import steps as steps_lib
-  cfg = _tiny()
+  # Fewer layers than `tiny`: XLA's compile time, most of this test's, grows with them.
+  cfg = _tiny(**{"generator.num_levels": 2, "generator.num_res_blocks": 1,
+                 "restorer.num_encode": 2, "restorer.num_decode": 2,
+                 "critic.convs_per_group": "1,1"})
   strategy = tf.distribute.get_strategy()
   rng = np.random.default_rng(0)
   batch = {k: tf.constant(rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32"))
