@@ -39,6 +39,7 @@ from PIL import ImageOps
 import cascade_tf  # noqa: F401  (before TensorFlow)
 from cascade_tf import cli
 from cascade_tf.data import corruptions
+import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -53,7 +54,6 @@ cli.define_flags(flags, _CONFIG_FLAGS)
 
 def kernel_bank(data_cfg, count: int, seed: int) -> np.ndarray:
   """`count` blur kernels [count, k, k] from the package's own sampler."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   seeds = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)),
                     tf.range(count, dtype=tf.int64)], axis=1)
   kernels = tf.map_fn(

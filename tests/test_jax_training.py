@@ -196,5 +196,11 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   for a, b in zip(_weights(generator), _weights(loaded.generator)):
     np.testing.assert_array_equal(a, b)
   assert json.loads((workdir / "imported.json").read_text())["stages"][0]["stage"] == "dd"
+  # train.py can resume the imported stage: its checkpoint holds what train_stage builds.
+  nets = loop.build_networks(cfg, ["generator", "restorer", "critic"])
+  tf.train.Checkpoint(
+      step=tf.Variable(0, dtype=tf.int64), batches_drawn=tf.Variable(0, dtype=tf.int64), **nets,
+      **loop.build_optimizers(cfg, "joint", nets)).restore(
+          loop.latest_checkpoint(str(workdir), "joint")).assert_existing_objects_matched()
   with pytest.raises(FileNotFoundError, match="run.json"):
     imported.import_run(str(tmp_path), str(tmp_path / "other"))

@@ -14,9 +14,12 @@ last trained each network:
     <workdir>/imported.json               run.json: provenance, throughput
                                           and loss curves
 
-so that evaluate.py, export.py and restore.py, and `train.py --init_from`
-for further stages, read the workdir like any other. The checkpoints hold
-no optimizer state (the JAX run's is not kept).
+so that evaluate.py, export.py and restore.py, `train.py --init_from` for
+further stages, and `train.py` itself (to continue a stage, raise its steps)
+read the workdir like any other. The checkpoints hold the stage's
+optimizers as `train.py` builds them, freshly initialised: the JAX run's
+optimizer state is not kept, so a continued stage restarts RMSProp's
+averages.
 """
 
 from __future__ import annotations
@@ -63,12 +66,13 @@ def import_run(run_dir: str, workdir: str) -> dict[str, str]:
   written = {}
   for stage in sorted(set(last_stage.values()), key=stages_lib.STAGES.index):
     names = [name for name, last in last_stage.items() if last == stage]
-    nets = loop.build_networks(cfg, names)
+    nets = loop.build_networks(cfg, stages_lib.SPECS[stage].models)
     for name, net in nets.items():
       weights_io.load_weights(net, run_dir, name)
     checkpoint = tf.train.Checkpoint(
         step=tf.Variable(stage_steps[stage], dtype=tf.int64, trainable=False),
-        batches_drawn=tf.Variable(0, dtype=tf.int64, trainable=False), **nets)
+        batches_drawn=tf.Variable(0, dtype=tf.int64, trainable=False), **nets,
+        **loop.build_optimizers(cfg, stage, nets))
     manager = tf.train.CheckpointManager(checkpoint, loop.checkpoint_dir(workdir, stage),
                                          max_to_keep=3)
     path = manager.save(checkpoint_number=stage_steps[stage])

@@ -103,6 +103,31 @@ def build_networks(cfg: config_lib.Config, names) -> dict[str, keras.Model]:
   return {name: builders[name]() for name in names}
 
 
+def build_optimizers(cfg: config_lib.Config, stage: str,
+                     nets: dict[str, keras.Model]) -> dict[str, keras.optimizers.Optimizer]:
+  """The RMSProp optimizers of `stage`, built over the variables they update.
+
+  {"optimizer": ...} updates the generator (`pretrain`, `gan`), the restorer
+  (`dd`) or both (`joint`); adversarial stages add {"critic_optimizer": ...}.
+  These are the objects a stage's checkpoints hold under those names.
+  """
+  lr = cfg.stage_lr(stage)
+
+  def new_optimizer(variables):
+    optimizer = runtime.wrap_optimizer(keras.optimizers.RMSprop(lr), cfg.train.mixed_precision)
+    optimizer.build(variables)
+    return optimizer
+
+  if stage == "joint":
+    variables = nets["generator"].trainable_variables + nets["restorer"].trainable_variables
+  else:
+    variables = nets["restorer" if stage == "dd" else "generator"].trainable_variables
+  optimizers = {"optimizer": new_optimizer(variables)}
+  if stages_lib.SPECS[stage].adversarial:
+    optimizers["critic_optimizer"] = new_optimizer(nets["critic"].trainable_variables)
+  return optimizers
+
+
 # --------------------------------------------------------------------------
 # Config bookkeeping.
 
@@ -266,20 +291,7 @@ def train_stage(cfg: config_lib.Config,
       vgg = perceptual.build_vgg_features(cfg.loss.vgg_weights,
                                          cfg.loss.perceptual_size or cfg.data.image_size)
 
-    def new_optimizer(variables):
-      optimizer = runtime.wrap_optimizer(keras.optimizers.RMSprop(lr), t.mixed_precision)
-      optimizer.build(variables)
-      return optimizer
-
-    optimizers = {}
-    if stage == "joint":
-      optimizers["optimizer"] = new_optimizer(nets["generator"].trainable_variables +
-                                              nets["restorer"].trainable_variables)
-    else:
-      main = "restorer" if stage == "dd" else "generator"
-      optimizers["optimizer"] = new_optimizer(nets[main].trainable_variables)
-    if spec.adversarial:
-      optimizers["critic_optimizer"] = new_optimizer(nets["critic"].trainable_variables)
+    optimizers = build_optimizers(cfg, stage, nets)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     batches_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_drawn")
 
