@@ -56,8 +56,9 @@ def layer_cases():
   }
 
 
-def _median_seconds(fn, x, repeats: int) -> float:
-  for _ in range(3):
+def median_seconds(fn, x, repeats: int, warmup: int = 3) -> float:
+  """Median wall time of `fn(x).numpy()` over `repeats` calls after `warmup` calls."""
+  for _ in range(warmup):
     fn(x).numpy()
   times = []
   for _ in range(repeats):
@@ -88,8 +89,8 @@ def measure(batch_size: int, repeats: int, jit_compile: bool) -> list[tuple[str,
       return tf.reduce_sum(grad_input) + tf.reduce_sum(grad_kernel)
 
     flops = 2 * macs * batch_size
-    rows.append((name, flops / _median_seconds(forward, x, repeats) / 1e9,
-                 3 * flops / _median_seconds(forward_backward, x, repeats) / 1e9))
+    rows.append((name, flops / median_seconds(forward, x, repeats) / 1e9,
+                 3 * flops / median_seconds(forward_backward, x, repeats) / 1e9))
   return rows
 
 

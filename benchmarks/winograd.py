@@ -20,7 +20,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
@@ -28,6 +27,7 @@ if _ROOT not in sys.path:
 
 # pylint: disable=wrong-import-position
 import cascade_tf  # noqa: F401  Before TensorFlow: the package's oneDNN default.
+from benchmarks import layers
 import numpy as np
 import tensorflow as tf
 # pylint: enable=wrong-import-position
@@ -65,17 +65,6 @@ def winograd_conv3x3(x, u):
   return tf.nn.depth_to_space(tf.concat([y00, y01, y10, y11], -1), 2)
 
 
-def _median_ms(fn, x, repeats):
-  for _ in range(2):
-    fn(x).numpy()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn(x).numpy()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times) * 1e3
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batch_size", type=int, default=8)
@@ -103,7 +92,7 @@ def main(argv=None) -> int:
   rounds = {name: [] for name in variants}
   for _ in range(args.rounds):
     for name, fn in variants.items():
-      rounds[name].append(_median_ms(fn, x, args.repeats))
+      rounds[name].append(layers.median_seconds(fn, x, args.repeats, warmup=2) * 1e3)
   flop = 2 * args.batch_size * args.size ** 2 * 9 * args.channels ** 2
   print(f"3x3 conv, batch {args.batch_size}, {args.size}x{args.size}, {args.channels} -> "
         f"{args.channels} channels; {args.rounds} rounds x {args.repeats} calls")
