@@ -2,11 +2,13 @@
 
     python export.py --workdir=runs/cpu --export_dir=exports/cascade
     python export.py --workdir=runs/cpu --export_dir=exports/cascade --version=7
+    python export.py --workdir=runs/cpu --export_dir=exports/cascade --max_pixels=4000000
 
 Writes EXPORT_DIR/N/ (N: one more than the largest existing version unless
 --version is given; an existing version is never overwritten) with the
 signatures `serving_default` (float images in [0, 1]) and `serving_bytes`
-(encoded JPEG/PNG in, PNG out). See docs/serving.md.
+(encoded JPEG/PNG in, PNG out). Inputs over --max_pixels (default 2**24,
+16.8 MP) are refused before they are decoded. See docs/serving.md.
 """
 
 import sys
@@ -21,6 +23,11 @@ flags.DEFINE_string("export_dir", "exports/cascade",
                     "The model's base folder (TF Serving's --model_base_path); versions are "
                     "written as numbered subfolders.")
 flags.DEFINE_integer("version", None, "Version number to write (default: largest existing + 1).")
+flags.DEFINE_integer("max_pixels", serving.DEFAULT_MAX_PIXELS,
+                     "The most pixels the export accepts: per image for serving_bytes (read "
+                     "from the header, before decoding), per request (batch * height * width) "
+                     "for serving_default. Larger inputs get INVALID_ARGUMENT. 0 = no limit: "
+                     "UNSAFE behind a public server (one request can exhaust its memory).")
 FLAGS = flags.FLAGS
 
 
@@ -30,7 +37,8 @@ def main(argv):
   if not FLAGS.workdir:
     raise app.UsageError("--workdir is required (the training run to export).")
   try:
-    path = serving.export_savedmodel(FLAGS.workdir, FLAGS.export_dir, FLAGS.version)
+    path = serving.export_savedmodel(FLAGS.workdir, FLAGS.export_dir, FLAGS.version,
+                                     max_pixels=FLAGS.max_pixels)
   except ValueError as e:
     print(f"export.py: error: {e}", file=sys.stderr)
     sys.exit(1)

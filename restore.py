@@ -8,7 +8,8 @@
 Folders are searched recursively. Each image is repaired at its own
 resolution in overlapping tiles of the training size (--tile_size,
 --tile_overlap), unless --resize scales it first; results are written as
-OUTPUT_DIR/<name>.png. Unreadable files are skipped, named and counted; the
+OUTPUT_DIR/<name>.png. Unreadable files, and files over --max_pixels (default
+100 MP, read from the header before decoding), are skipped, named and counted; the
 exit status is 0 when at least one image was written. See docs/serving.md.
 """
 
@@ -17,13 +18,13 @@ import sys
 from absl import app
 from absl import flags
 
-from cascade_tf import serving
+from cascade_tf import restoring
 
 flags.DEFINE_string("model", None, "A SavedModel version folder (export.py's EXPORT_DIR/N), or "
                     "EXPORT_DIR itself (its largest version).")
 flags.DEFINE_string("workdir", None, "A training workdir, used instead of --model.")
 flags.DEFINE_string("output_dir", None, "Where the restored PNGs are written.")
-flags.DEFINE_enum("hole", "none", list(serving.HOLES),
+flags.DEFINE_enum("hole", "none", list(restoring.HOLES),
                   "none: repair the image as it is; centre: first fill a centred square of "
                   "side min(height, width) / 2 with grey (0.5), as in training, and inpaint it.")
 flags.DEFINE_string("mask", None, "An image of the same size as the input(s) whose white pixels "
@@ -37,6 +38,9 @@ flags.DEFINE_integer("batch_size", 8, "Tiles per model call (memory grows with i
 flags.DEFINE_integer("resize", None, "Resize each image so that its short side is this many px "
                      "before repairing it (the training data had its short side resized to the "
                      "training size, e.g. 128); the output has the resized size.")
+flags.DEFINE_integer("max_pixels", restoring.DEFAULT_MAX_PIXELS,
+                     "Skip (and name) image files whose header declares more pixels than this, "
+                     "before decoding them; 0: up to Pillow's own limit (179 MP).")
 flags.DEFINE_bool("save_intermediate", False, "Also write the generator's output as "
                   "<name>_inpainted.png.")
 FLAGS = flags.FLAGS
@@ -50,12 +54,13 @@ def main(argv):
     raise app.UsageError("--output_dir is required.")
   if not inputs:
     raise app.UsageError("Pass image files or folders to repair, e.g. restore.py photo.jpg.")
-  options = serving.RestoreOptions(
+  options = restoring.RestoreOptions(
       hole=FLAGS.hole, mask_path=FLAGS.mask, tile_size=FLAGS.tile_size,
       tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size,
-      resize_short_side=FLAGS.resize, save_intermediate=FLAGS.save_intermediate)
+      resize_short_side=FLAGS.resize, save_intermediate=FLAGS.save_intermediate,
+      max_pixels=FLAGS.max_pixels)
   try:
-    report = serving.restore_paths(FLAGS.model or FLAGS.workdir, inputs, FLAGS.output_dir,
+    report = restoring.restore_paths(FLAGS.model or FLAGS.workdir, inputs, FLAGS.output_dir,
                                    options)
   except ValueError as e:
     print(f"restore.py: error: {e}", file=sys.stderr)

@@ -29,6 +29,9 @@ from cascade_tf.models import generator as generator_lib
 from cascade_tf.models import restorer as restorer_lib
 
 # Where each network is taken from, most trained first.
+# Written by export.py into each SavedModel version: the training config,
+# where the weights came from, the signatures.
+PROVENANCE_FILE = os.path.join("assets.extra", "cascade_tf.json")
 _WEIGHT_SOURCES = {"generator": ("joint", "gan", "pretrain"), "restorer": ("joint", "dd")}
 
 
@@ -116,13 +119,50 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
   return LoadedCascade(cfg, model, generator, restorer, weights_from)
 
 
-def _savedmodel_config(savedmodel_dir: str) -> config_lib.Config | None:
-  """The training config recorded by export.py (assets.extra/cascade_tf.json), if any."""
-  path = os.path.join(savedmodel_dir, "assets.extra", "cascade_tf.json")
+def list_versions(export_dir: str) -> list[int]:
+  """The integer-named version folders in `export_dir`, ascending."""
+  if not tf.io.gfile.isdir(export_dir):
+    return []
+  names = [name.rstrip("/") for name in tf.io.gfile.listdir(export_dir)]
+  return sorted(int(name) for name in names
+                if name.isdigit() and tf.io.gfile.isdir(os.path.join(export_dir, name)))
+
+
+def read_provenance(savedmodel_dir: str) -> dict | None:
+  """The `assets.extra/cascade_tf.json` of an export, or None if it has none."""
+  path = os.path.join(savedmodel_dir, PROVENANCE_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
-    return config_lib.from_dict(json.load(f)["config"])
+    return json.load(f)
+
+
+def resolve_model(path: str) -> str:
+  """A SavedModel version folder, or a workdir, from what the user passed.
+
+  `path` may be a version folder (holds saved_model.pb), an export base
+  folder (its largest version is used) or a training workdir (holds
+  config.json). ValueError naming `--model` otherwise.
+  """
+  if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    return path
+  if tf.io.gfile.exists(os.path.join(path, "config.json")):
+    return path
+  versions = [v for v in list_versions(path)
+              if tf.io.gfile.exists(os.path.join(path, str(v), "saved_model.pb"))]
+  if versions:
+    return os.path.join(path, str(versions[-1]))
+  raise ValueError(f"--model={path}: expected a SavedModel version folder (with saved_model.pb), "
+                   "an export folder with numbered versions (python export.py --export_dir=...) "
+                   "or a training workdir (with config.json).")
+
+
+def savedmodel_config(savedmodel_dir: str) -> config_lib.Config | None:
+  """The training config that export.py recorded in a SavedModel, if any."""
+  provenance = read_provenance(savedmodel_dir)
+  if provenance is None or "config" not in provenance:
+    return None
+  return config_lib.from_dict(provenance["config"])
 
 
 class Repairer:
@@ -141,7 +181,7 @@ class Repairer:
       self._saved = tf.saved_model.load(source)
       self._serve = self._saved.signatures["serving_default"]
       self.kind = "savedmodel"
-      self.config = _savedmodel_config(source)
+      self.config = savedmodel_config(source)
     else:
       loaded = load_workdir_cascade(source)
       self._model = loaded.model

@@ -3,7 +3,9 @@
 `apply_tiled(image, fn, ...)` cuts an [H, W, 3] image into tiles of a fixed
 size, runs `fn` on batches of tiles and blends the outputs back together,
 so that the model's memory depends on the tile size and batch size, not on
-the photo (only the [H, W, 3] accumulators scale with it).
+the photo. Tiles are read from the photo as needed and blended one row of
+tiles at a time, so that only the photo itself and the outputs (uint8 if
+asked) scale with its size: no padded or float copy of it is made.
 
 Layout. Along each axis the image is padded at the bottom / right by
 reflection to `tile + k * stride` pixels (stride = tile - overlap), so that
@@ -113,6 +115,18 @@ def count_tiles(height: int, width: int, tile_size: int, overlap: int, multiple:
   return len(rows.starts) * len(cols.starts)
 
 
+def reflect_indices(start: int, size: int, length: int) -> np.ndarray:
+  """Source indices of positions start .. start + size - 1 along an axis of `length` px
+  extended at its end by reflection (numpy's "reflect" mode, repeated when the
+  extension is longer than the axis)."""
+  positions = np.arange(start, start + size)
+  if length == 1:
+    return np.zeros_like(positions)
+  period = 2 * (length - 1)
+  folded = positions % period
+  return np.where(folded < length, folded, period - folded)
+
+
 def apply_tiled(image: np.ndarray,
                 fn: TileFn,
                 *,
@@ -121,60 +135,107 @@ def apply_tiled(image: np.ndarray,
                 multiple: int,
                 batch_size: int = 8,
                 outputs: tuple[str, ...] = ("restored",),
-                progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+                progress: Callable[[int, int], None] | None = None,
+                hole: np.ndarray | None = None,
+                fill: float = 0.5,
+                dtype: type = np.float32) -> dict[str, np.ndarray]:
   """Runs `fn` over `image` in overlapping tiles and blends the results.
 
+  Tiles are read from the image as they are needed (padding by reflection
+  index by index) and run row of tiles by row of tiles; the rows of the
+  output that no later tile touches are then final and written out. So,
+  besides the image and the outputs, memory holds one row of tiles and its
+  accumulators, whatever the image's size.
+
   Args:
-    image: float32 [H, W, 3] in [0, 1].
+    image: [H, W, 3], float32 in [0, 1] or uint8 (read as value / 255).
     fn: maps float32 [B, th, tw, 3] to a mapping that holds at least the
       names in `outputs`, each [B, th, tw, 3] (arrays or tensors).
     tile_size: px, a multiple of `multiple`; 0 runs the whole image (padded
       to a multiple of `multiple`) in one call.
     overlap: px shared by neighbouring tiles, in [0, tile_size / 2].
     multiple: the size multiple the model needs (2 ** generator.num_levels).
-    batch_size: tiles per call of `fn`.
+    batch_size: tiles per call of `fn` (a call never spans two rows of tiles).
     outputs: names of the outputs of `fn` to blend and return.
     progress: called after each call of `fn` with (tiles done, tiles in all).
+    hole: optional bool [H, W]; these pixels are set to `fill` in every
+      tile before `fn` sees it (the corrupted input without a float copy
+      of the photo).
+    fill: the value of hole pixels, in [0, 1].
+    dtype: np.float32 returns the blend as it is; np.uint8 returns it
+      rounded to 8 bits (round(clip(x, 0, 1) * 255)), a quarter of the
+      memory.
 
   Returns:
-    {name: float32 [H, W, 3]} for each name in `outputs`.
+    {name: [H, W, 3] of `dtype`} for each name in `outputs`.
 
   Raises:
-    ValueError: for a malformed image, tile size, overlap or batch size.
+    ValueError: for a malformed image, hole, tile size, overlap, batch size
+      or dtype.
   """
-  image = np.asarray(image, np.float32)
+  image = np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != 3 or 0 in image.shape:
     raise ValueError(f"apply_tiled expects an [H, W, 3] image, got shape {image.shape}.")
+  if image.dtype not in (np.uint8, np.float32):
+    image = image.astype(np.float32)
   check_tiling(tile_size, overlap, multiple)
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size}: must be >= 1.")
+  if hole is not None and hole.shape != image.shape[:2]:
+    raise ValueError(f"apply_tiled: the hole is {hole.shape} but the image is {image.shape[:2]}.")
+  if dtype not in (np.float32, np.uint8):
+    raise ValueError(f"apply_tiled: dtype must be np.float32 or np.uint8, got {dtype}.")
   height, width = image.shape[:2]
   rows = axis_layout(height, tile_size, overlap, multiple)
   cols = axis_layout(width, tile_size, overlap, multiple)
-  # numpy's reflect mode also works when the padding exceeds the image
-  # (it reflects repeatedly), which only happens for images under `multiple` px.
-  padded = np.pad(image, [(0, rows.padded - height), (0, cols.padded - width), (0, 0)],
-                  mode="reflect")
-  sums = {name: np.zeros([rows.padded, cols.padded, 3], np.float32) for name in outputs}
-  total_weight = np.zeros([rows.padded, cols.padded, 1], np.float32)
-  tiles = [(i, j) for i in range(len(rows.starts)) for j in range(len(cols.starts))]
-  for first in range(0, len(tiles), batch_size):
-    chunk = tiles[first:first + batch_size]
-    batch = np.stack([padded[rows.starts[i]:rows.starts[i] + rows.tile,
-                             cols.starts[j]:cols.starts[j] + cols.tile] for i, j in chunk])
-    result = fn(batch)
-    for name in outputs:
-      values = np.asarray(result[name], np.float32)
-      for k, (i, j) in enumerate(chunk):
-        weight = np.outer(rows.weights[i], cols.weights[j]).astype(np.float32)[..., None]
-        window = (slice(rows.starts[i], rows.starts[i] + rows.tile),
-                  slice(cols.starts[j], cols.starts[j] + cols.tile))
-        sums[name][window] += weight * values[k]
-        if name == outputs[0]:
-          total_weight[window] += weight
-    if progress is not None:
-      progress(first + len(chunk), len(tiles))
-  # The weights of every pixel add up to 1 by construction; dividing keeps
-  # that true should a layout ever leave a pixel with a different total.
-  total_weight = total_weight[:height, :width]
-  return {name: s[:height, :width] / total_weight for name, s in sums.items()}
+  col_indices = [reflect_indices(start, cols.tile, width) for start in cols.starts]
+  results = {name: np.empty([height, width, 3], dtype) for name in outputs}
+  # Accumulators of the current row of tiles, [rows.tile, padded width]; row 0
+  # is the image row rows.starts[i].
+  sums = {name: np.zeros([rows.tile, cols.padded, 3], np.float32) for name in outputs}
+  total_weight = np.zeros([rows.tile, cols.padded, 1], np.float32)
+  total_tiles, tiles_done = len(rows.starts) * len(cols.starts), 0
+
+  def read_tile(row_index, col_index):
+    window = np.ix_(row_index, col_index)
+    tile = image[window]
+    tile = tile.astype(np.float32) / 255.0 if tile.dtype == np.uint8 else tile
+    if hole is not None:
+      tile = np.where(hole[window][..., None], np.float32(fill), tile)
+    return tile
+
+  for i, top in enumerate(rows.starts):
+    row_index = reflect_indices(top, rows.tile, height)
+    for first in range(0, len(cols.starts), batch_size):
+      chunk = range(first, min(first + batch_size, len(cols.starts)))
+      batch = np.stack([read_tile(row_index, col_indices[j]) for j in chunk])
+      result = fn(batch)
+      for name in outputs:
+        values = np.asarray(result[name], np.float32)
+        for k, j in enumerate(chunk):
+          weight = np.outer(rows.weights[i], cols.weights[j]).astype(np.float32)[..., None]
+          window = slice(cols.starts[j], cols.starts[j] + cols.tile)
+          sums[name][:, window] += weight * values[k]
+          if name == outputs[0]:
+            total_weight[:, window] += weight
+      tiles_done += len(chunk)
+      if progress is not None:
+        progress(tiles_done, total_tiles)
+    # Rows above the next row of tiles are final.
+    last = i == len(rows.starts) - 1
+    final = rows.tile if last else rows.starts[i + 1] - top
+    keep = min(final, height - top)
+    if keep > 0:
+      # The weights of every pixel add up to 1 by construction; dividing keeps
+      # that true should a layout ever leave a pixel with a different total.
+      weight = total_weight[:keep, :width]
+      for name in outputs:
+        blended = sums[name][:keep, :width] / weight
+        if dtype == np.uint8:
+          blended = np.round(np.clip(blended, 0.0, 1.0) * 255.0).astype(np.uint8)
+        results[name][top:top + keep] = blended
+    if not last:
+      for array in (*sums.values(), total_weight):
+        array[:rows.tile - final] = array[final:]
+        array[rows.tile - final:] = 0.0
+  return results

@@ -8,8 +8,10 @@ the network learnt.
 
 import os
 from pathlib import Path
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -18,7 +20,7 @@ from skimage import data as skimage_data
 import tensorflow as tf
 
 from cascade_tf import inference
-from cascade_tf import serving
+from cascade_tf import restoring
 from cascade_tf import tiling
 
 import workdirs  # pylint: disable=g-bad-import-order
@@ -43,6 +45,18 @@ def save_png(path: Path, image_01: np.ndarray) -> None:
 
 def read_png(path) -> np.ndarray:
   return np.asarray(Image.open(path)).astype(np.float32) / 255.0
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+  return (struct.pack(">I", len(data)) + kind + data
+          + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+def png_with_garbage(width: int, height: int) -> bytes:
+  """A PNG whose header declares an 8-bit RGB image of this size, with garbage pixel data."""
+  return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                                  8, 2, 0, 0, 0))
+          + png_chunk(b"IDAT", b"garbage" * 10))
 
 
 def untiled(model, image_01: np.ndarray) -> dict[str, np.ndarray]:
@@ -110,6 +124,41 @@ def test_tiling_is_exact_for_a_bounded_receptive_field(loaded):
   np.testing.assert_allclose(tiled["restored"], whole["restored"], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("length", [1, 2, 5, 40])
+@pytest.mark.parametrize("extra", [0, 1, 7, 100])
+def test_reflect_indices_match_numpy_reflect_padding(length, extra):
+  axis = np.arange(length)
+  padded = np.pad(axis, (0, extra), mode="reflect")
+  for start in range(0, length + extra, 3):
+    size = min(4, length + extra - start)
+    np.testing.assert_array_equal(tiling.reflect_indices(start, size, length),
+                                  padded[start:start + size])
+
+
+def test_uint8_input_with_hole_equals_the_float_path(loaded):
+  """apply_tiled on uint8 pixels and a bool hole (restore.py's memory-saving path) gives
+  what the float image with its hole filled gives, and its uint8 output is that rounded."""
+  def cascade(batch):
+    out = loaded.model(batch * 2.0 - 1.0, training=False)
+    return {k: np.clip((v.numpy() + 1.0) / 2.0, 0.0, 1.0) for k, v in out.items()}
+
+  pixels = np.round(photo(150, 230) * 255.0).astype(np.uint8)
+  hole = np.zeros([150, 230], bool)
+  hole[40:90, 100:180] = True
+  filled = np.where(hole[..., None], np.float32(0.5), pixels.astype(np.float32) / 255.0)
+  options = dict(tile_size=64, overlap=32, multiple=MULTIPLE, batch_size=3,
+                 outputs=("restored", "inpainted"))
+  as_float = tiling.apply_tiled(filled, cascade, **options)
+  as_uint8 = tiling.apply_tiled(pixels, cascade, hole=hole, fill=0.5, dtype=np.uint8, **options)
+  for name in ("restored", "inpainted"):
+    assert as_uint8[name].dtype == np.uint8 and as_uint8[name].shape == (150, 230, 3)
+    expected = np.round(np.clip(as_float[name], 0.0, 1.0) * 255.0)
+    # Equal up to float rounding of the blend landing on the other side of a .5 level.
+    difference = np.abs(as_uint8[name].astype(np.float32) - expected)
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
+  assert np.abs(as_float["inpainted"] - filled).mean() > 1e-3  # the model changes something
+
+
 # --------------------------------------------------------------------------
 # restore.py.
 
@@ -166,20 +215,20 @@ def test_centre_hole_mask_resize_and_intermediate(workdir, loaded, tmp_path):
   mask[10:30, 50:90] = 1.0
   save_png(tmp_path / "mask.png", mask)
 
-  options = serving.RestoreOptions(hole="centre", tile_size=0, save_intermediate=True)
-  report = serving.restore_paths(repairer, [str(tmp_path / "in")], str(tmp_path / "centre"),
+  options = restoring.RestoreOptions(hole="centre", tile_size=0, save_intermediate=True)
+  report = restoring.restore_paths(repairer, [str(tmp_path / "in")], str(tmp_path / "centre"),
                                  options)
   assert report.written == [str(tmp_path / "centre" / "a.png")] and not report.skipped
   holed = image.copy()
   holed[16:48, 32:64] = 0.5  # side min(64, 96) // 2 = 32, centred
-  np.testing.assert_array_equal(serving.centre_hole_mask(64, 96), np.all(holed == 0.5, -1))
+  np.testing.assert_array_equal(restoring.centre_hole_mask(64, 96), np.all(holed == 0.5, -1))
   expected = untiled(loaded.model, holed)
   for name, suffix in (("restored", ""), ("inpainted", "_inpainted")):
     got = read_png(tmp_path / "centre" / f"a{suffix}.png")
     np.testing.assert_allclose(got, expected[name], rtol=0, atol=0.5 / 255 + 1e-6)
 
-  options = serving.RestoreOptions(mask_path=str(tmp_path / "mask.png"), tile_size=0)
-  serving.restore_paths(repairer, [str(tmp_path / "in" / "a.png")], str(tmp_path / "masked"),
+  options = restoring.RestoreOptions(mask_path=str(tmp_path / "mask.png"), tile_size=0)
+  restoring.restore_paths(repairer, [str(tmp_path / "in" / "a.png")], str(tmp_path / "masked"),
                         options)
   holed = np.where(mask > 0.5, np.float32(0.5), image)
   np.testing.assert_allclose(read_png(tmp_path / "masked" / "a.png"),
@@ -188,32 +237,59 @@ def test_centre_hole_mask_resize_and_intermediate(workdir, loaded, tmp_path):
 
   # A mask of another size skips the image, naming both sizes.
   save_png(tmp_path / "in2" / "b.png", photo(48, 64))
-  report = serving.restore_paths(repairer, [str(tmp_path / "in2")], str(tmp_path / "none"),
+  report = restoring.restore_paths(repairer, [str(tmp_path / "in2")], str(tmp_path / "none"),
                                  options)
   assert not report.written and "96x64 px but the image is 64x48 px" in report.skipped[0][1]
 
-  options = serving.RestoreOptions(resize_short_side=32, tile_size=0)
-  serving.restore_paths(repairer, [str(tmp_path / "in" / "a.png")], str(tmp_path / "small"),
+  options = restoring.RestoreOptions(resize_short_side=32, tile_size=0)
+  restoring.restore_paths(repairer, [str(tmp_path / "in" / "a.png")], str(tmp_path / "small"),
                         options)
   assert read_png(tmp_path / "small" / "a.png").shape == (32, 48, 3)
 
 
 @pytest.mark.parametrize("options,match", [
-    (serving.RestoreOptions(hole="corner"), "--hole=corner"),
-    (serving.RestoreOptions(hole="centre", mask_path="m.png"), "only one of them"),
-    (serving.RestoreOptions(tile_size=48), "--tile_size=48"),
-    (serving.RestoreOptions(tile_size=64, tile_overlap=40), "--tile_overlap=40"),
-    (serving.RestoreOptions(batch_size=0), "--batch_size=0"),
+    (restoring.RestoreOptions(hole="corner"), "--hole=corner"),
+    (restoring.RestoreOptions(hole="centre", mask_path="m.png"), "only one of them"),
+    (restoring.RestoreOptions(tile_size=48), "--tile_size=48"),
+    (restoring.RestoreOptions(tile_size=64, tile_overlap=40), "--tile_overlap=40"),
+    (restoring.RestoreOptions(batch_size=0), "--batch_size=0"),
+    (restoring.RestoreOptions(max_pixels=-1), "--max_pixels=-1"),
+    (restoring.RestoreOptions(max_pixels=10 ** 9), "Pillow refuses larger images"),
 ])
 def test_restore_rejects_bad_options(workdir, tmp_path, options, match):
   save_png(tmp_path / "d.png", photo(32, 32))
   with pytest.raises(ValueError, match=match):
-    serving.restore_paths(workdir, [str(tmp_path / "d.png")], str(tmp_path / "out"), options)
+    restoring.restore_paths(workdir, [str(tmp_path / "d.png")], str(tmp_path / "out"), options)
+
+
+def test_restore_skips_files_over_max_pixels_before_decoding(workdir, tmp_path):
+  inputs = tmp_path / "in"
+  save_png(inputs / "small.png", photo(40, 60))  # 2,400 px
+  save_png(inputs / "large.png", photo(64, 96))  # 6,144 px
+  # PNGs whose header declares 30000 x 5000 px (150 MP) and 30000 x 20000 px
+  # (600 MP, over Pillow's own guard) and whose data is garbage: refused
+  # from the header, so the garbage is never reached.
+  for name, height in (("huge.png", 5000), ("huger.png", 20000)):
+    (inputs / name).write_bytes(png_with_garbage(30000, height))
+  result = subprocess.run(
+      [sys.executable, "restore.py", str(inputs), f"--workdir={workdir}", "--max_pixels=5000",
+       f"--output_dir={tmp_path / 'out'}"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(os.listdir(tmp_path / "out")) == ["small.png"]
+  assert (f"Skipped {inputs / 'large.png'}: too large: 96x64 px (6,144 pixels), over the limit "
+          "of 5,000 (--max_pixels=5000); nothing was decoded") in result.stderr
+  assert (f"Skipped {inputs / 'huge.png'}: too large: 30000x5000 px (150,000,000 pixels)"
+          in result.stderr)
+  assert (f"Skipped {inputs / 'huger.png'}: too large for Pillow (Image size (600000000 pixels) "
+          "exceeds limit") in result.stderr
+  assert "Restored 1 image(s)" in result.stderr and "skipped 3." in result.stderr
 
 
 def test_restore_rejects_bad_model_and_empty_input(workdir, tmp_path):
   with pytest.raises(ValueError, match="--model="):
-    serving.restore_paths(str(tmp_path), [str(tmp_path)], str(tmp_path / "out"))
+    restoring.restore_paths(str(tmp_path), [str(tmp_path)], str(tmp_path / "out"))
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="No image files found"):
-    serving.restore_paths(workdir, [str(tmp_path / "empty")], str(tmp_path / "out"))
+    restoring.restore_paths(workdir, [str(tmp_path / "empty")], str(tmp_path / "out"))

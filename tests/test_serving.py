@@ -7,6 +7,7 @@ a built PredictRequest, which is then fed to the SavedModel directly.
 """
 
 import io
+import json
 import os
 from pathlib import Path
 import subprocess
@@ -20,6 +21,7 @@ import tensorflow as tf
 
 from cascade_tf import config as config_lib
 from cascade_tf import inference
+from cascade_tf import restoring
 from cascade_tf import serving
 
 import workdirs  # pylint: disable=g-bad-import-order
@@ -76,6 +78,13 @@ def exported(workdir, export_dir):
 
 
 @pytest.fixture(scope="module")
+def small_export(workdir, tmp_path_factory):
+  """An export that accepts at most 64 x 64 = 4096 pixels."""
+  return serving.export_savedmodel(workdir, str(tmp_path_factory.mktemp("small") / "cascade"),
+                                   max_pixels=64 * 64)
+
+
+@pytest.fixture(scope="module")
 def loaded(exported):
   return tf.saved_model.load(exported)
 
@@ -90,7 +99,7 @@ def test_export_layout_and_provenance(exported, export_dir, workdir):
   assert os.path.exists(os.path.join(exported, "saved_model.pb"))
   assert os.listdir(os.path.join(exported, "variables"))
   assert sorted(os.listdir(export_dir)) == ["1"]  # no temporary folder left behind
-  provenance = serving.read_provenance(exported)
+  provenance = inference.read_provenance(exported)
   assert provenance["version"] == 1
   assert provenance["weights_from"]["generator"].startswith(
       os.path.join(workdir, "joint", "checkpoints", "ckpt-"))
@@ -101,10 +110,7 @@ def test_export_layout_and_provenance(exported, export_dir, workdir):
 
 
 def test_saved_model_cli_lists_both_signatures(exported):
-  cli = Path(sys.executable).with_name("saved_model_cli")
-  command = [str(cli)] if cli.exists() else [
-      sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
-  result = subprocess.run(command + ["show", "--dir", exported, "--all"], capture_output=True,
+  result = subprocess.run(saved_model_cli() + ["show", "--dir", exported, "--all"], capture_output=True,
                           text=True, timeout=300, check=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   text = result.stdout
@@ -189,6 +195,103 @@ def test_invalid_bytes_say_what_was_expected(loaded):
     serve(images_bytes=tf.constant([encode(photo(20, 40), "PNG")]))
 
 
+def saved_model_cli() -> list[str]:
+  cli = Path(sys.executable).with_name("saved_model_cli")
+  return [str(cli)] if cli.exists() else [
+      sys.executable, "-m", "tensorflow.python.tools.saved_model_cli"]
+
+
+def test_session_based_loader_runs_every_signature(exported, loaded, tmp_path):
+  """`saved_model_cli run` restores variables and runs signatures as TF Serving does
+  (the session-based LoadSavedModel); each signature gives what tf.saved_model.load gives."""
+  images = photo(45, 70)[None].astype(np.float32) / 255.0
+  images_bytes = np.array([encode(photo(40, 50), "PNG"), encode(photo(64, 48), "JPEG")],
+                          dtype=object)
+  np.save(tmp_path / "images.npy", images)
+  np.save(tmp_path / "images_bytes.npy", images_bytes, allow_pickle=True)
+  expected = {
+      "serving_default": loaded.signatures["serving_default"](images=tf.constant(images)),
+      "serving_bytes": loaded.signatures["serving_bytes"](
+          images_bytes=tf.constant(list(images_bytes))),
+  }
+  for signature, input_name in (("serving_default", "images"), ("serving_bytes", "images_bytes")):
+    outdir = tmp_path / signature
+    result = subprocess.run(
+        saved_model_cli() + ["run", "--dir", exported, "--tag_set", "serve",
+                             "--signature_def", signature,
+                             "--inputs", f"{input_name}={tmp_path / (input_name + '.npy')}",
+                             "--outdir", str(outdir)],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(outdir)) == sorted(f"{k}.npy" for k in expected[signature])
+    for key, value in expected[signature].items():
+      got = np.load(outdir / f"{key}.npy", allow_pickle=True)
+      if signature == "serving_default":
+        np.testing.assert_allclose(got, value.numpy(), rtol=0, atol=1e-6, err_msg=key)
+      else:
+        assert list(got) == list(value.numpy()), key  # the same PNG bytes
+
+
+def test_pixel_limit_refuses_large_inputs_before_decoding(small_export):
+  serve = tf.saved_model.load(small_export).signatures
+  assert inference.read_provenance(small_export)["max_pixels"] == 4096
+  # At the limit: served.
+  out = serve["serving_default"](images=tf.constant(photo(64, 64)[None] / 255.0, tf.float32))
+  assert out["restored"].shape == (1, 64, 64, 3)
+  out = serve["serving_bytes"](images_bytes=tf.constant([encode(photo(64, 64), "PNG"),
+                                                         encode(photo(32, 128), "JPEG")]))
+  assert len(out["restored_bytes"].numpy()) == 2
+  # Over it: per request for floats (batch * height * width) ...
+  for shape in ([1, 64, 96, 3], [2, 64, 64, 3]):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"images: too large; a request may hold .* at most 4096 pixels "
+                             r"\(export.py --max_pixels"):
+      serve["serving_default"](images=tf.constant(np.full(shape, 0.5, np.float32)))
+  # ... and per image, from the header, for bytes: the PNG's pixel data is garbage,
+  # which decoding would report instead.
+  png = encode(photo(65, 64), "PNG")
+  garbled = png[:41] + b"\0" * (len(png) - 41)
+  for data in (png, garbled, encode(photo(65, 64), "JPEG")):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"images_bytes: image too large; each image may have at most "
+                             r"4096 pixels .*\[65\] \[64\] \[according to its header"):
+      serve["serving_bytes"](images_bytes=tf.constant([data]))
+
+
+def test_negative_max_pixels_is_refused(workdir, tmp_path):
+  with pytest.raises(ValueError, match="--max_pixels=-1"):
+    serving.export_savedmodel(workdir, str(tmp_path / "e"), max_pixels=-1)
+
+
+@pytest.mark.parametrize("which", ["default", "small"])
+def test_fuzzed_bytes_never_crash_the_session_loaded_export(exported, small_export, which,
+                                                            tmp_path):
+  """A few hundred random, truncated, bit-flipped, empty, tiny and oversized inputs to every
+  bytes signature, loaded as TF Serving loads it, in a subprocess: each request ends as valid
+  PNGs or an InvalidArgumentError, and a crash fails the test instead of the run."""
+  export = exported if which == "default" else small_export
+  summary_path = tmp_path / "fuzz.json"
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "scripts" / "fuzz_export.py"), export, "--cases=400",
+       f"--json={summary_path}"],
+      capture_output=True, text=True, timeout=600, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, (result.returncode, result.stdout[-3000:], result.stderr[-3000:])
+  summary = json.loads(summary_path.read_text())
+  assert summary["signatures"] == ["serving_bytes"] and not summary["failed"]
+  counts = {}
+  for row in summary["outcomes"]:
+    counts[(row["kind"], row["outcome"])] = counts.get((row["kind"], row["outcome"]), 0) + row["count"]
+  assert sum(counts.values()) == summary["cases"] == 400
+  assert counts[("valid", "ok")] == 7
+  for kind in ("empty", "other_format", "too_small", "oversized", "random", "truncated"):
+    assert counts.get((kind, "ok"), 0) == 0, kind  # refused, every one
+  assert counts[("oversized", "invalid")] >= 6
+  # Bit flips: most are refused, some still decode (flips in pixel data).
+  assert counts[("bit_flipped", "invalid")] > 0 and counts[("bit_flipped", "ok")] > 0
+
+
 def test_versions_increment_and_are_never_overwritten(exported, export_dir, workdir):
   before = Path(exported, "saved_model.pb").stat().st_mtime_ns
   with pytest.raises(ValueError, match=r"--version=1: .*1 already exists"):
@@ -205,7 +308,7 @@ def test_versions_increment_and_are_never_overwritten(exported, export_dir, work
   assert result.stdout.strip().splitlines()[-1] == os.path.join(export_dir, "8")
   assert sorted(os.listdir(export_dir)) == ["1", "7", "8"]
   assert Path(exported, "saved_model.pb").stat().st_mtime_ns == before
-  assert serving.resolve_model(export_dir) == os.path.join(export_dir, "8")
+  assert inference.resolve_model(export_dir) == os.path.join(export_dir, "8")
 
 
 def test_restore_from_savedmodel_matches_workdir(exported, export_dir, workdir, tmp_path):
@@ -214,7 +317,7 @@ def test_restore_from_savedmodel_matches_workdir(exported, export_dir, workdir, 
   # Default tiling: the training size (32 px for tiny), read from the export's config.
   reports = {}
   for name, model in (("export", export_dir), ("workdir", workdir)):
-    reports[name] = serving.restore_paths(model, [str(tmp_path / "c.png")],
+    reports[name] = restoring.restore_paths(model, [str(tmp_path / "c.png")],
                                           str(tmp_path / name))
     assert len(reports[name].written) == 1 and not reports[name].skipped
   a, b = (np.asarray(Image.open(tmp_path / name / "c.png"), np.float32)

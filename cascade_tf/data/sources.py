@@ -50,6 +50,7 @@ import io
 import os
 from pathlib import Path
 import threading
+import warnings
 
 from absl import logging
 import numpy as np
@@ -175,7 +176,22 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
   return np.asarray(image.convert("RGB"))  # CMYK, YCbCr, LAB, HSV, ...
 
 
-def decode_image_bytes(data: bytes, name: str = "") -> np.ndarray:
+class ImageTooLarge(ValueError):
+  """An image whose header declares more pixels than the caller accepts."""
+
+
+# Pillow refuses images above twice this many pixels (its decompression-bomb
+# guard, Image.MAX_IMAGE_PIXELS: 89.5 MP by default) before reading them.
+PILLOW_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+
+
+def _check_pixels(height: int, width: int, max_pixels: int | None) -> None:
+  if max_pixels and height * width > max_pixels:
+    raise ImageTooLarge(f"{width}x{height} px ({height * width:,} pixels), over the limit of "
+                        f"{max_pixels:,} (--max_pixels={max_pixels}); nothing was decoded")
+
+
+def decode_image_bytes(data: bytes, name: str = "", max_pixels: int | None = None) -> np.ndarray:
   """Decodes any supported image file's bytes to uint8 [H, W, 3] RGB.
 
   Pillow reads everything it can, fully (so truncated files fail here
@@ -185,30 +201,46 @@ def decode_image_bytes(data: bytes, name: str = "") -> np.ndarray:
   Args:
     data: the encoded file content.
     name: the file name, used to recognise TIFFs.
+    max_pixels: if set, an image whose header declares more pixels raises
+      `ImageTooLarge` before any pixel is decoded.
 
   Returns:
     uint8 [H, W, 3].
 
   Raises:
+    ImageTooLarge: see `max_pixels`.
     Exception: whatever the decoders raise for corrupt or unknown data
-      (OSError, SyntaxError, ValueError, ...).
+      (OSError, SyntaxError, ValueError, ...; Pillow's
+      DecompressionBombError above `PILLOW_MAX_PIXELS`).
   """
   try:
-    with Image.open(io.BytesIO(data)) as image:
-      image.load()
-      image = ImageOps.exif_transpose(image)
-      return to_rgb_uint8(_pil_to_array(image))
+    with warnings.catch_warnings():
+      # The limit is ours to set (max_pixels); Pillow's own guard still
+      # refuses images over PILLOW_MAX_PIXELS.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(data)) as image:
+        _check_pixels(image.height, image.width, max_pixels)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb_uint8(_pil_to_array(image))
+  except ImageTooLarge:
+    raise
   except Exception:  # pylint: disable=broad-except
     if not name.lower().endswith((".tif", ".tiff")):
       raise
   # A TIFF Pillow cannot read: first page or series, as stored.
-  return to_rgb_uint8(tifffile.imread(io.BytesIO(data)))
+  with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+    shape = tiff.series[0].shape
+    if len(shape) >= 2:
+      height, width = (shape[-3], shape[-2]) if shape[-1] <= 4 and len(shape) >= 3 else shape[-2:]
+      _check_pixels(int(height), int(width), max_pixels)
+    return to_rgb_uint8(tiff.asarray())
 
 
-def decode_image_file(path: os.PathLike | str) -> np.ndarray:
+def decode_image_file(path: os.PathLike | str, max_pixels: int | None = None) -> np.ndarray:
   """Reads and decodes one image file to uint8 [H, W, 3]; see `decode_image_bytes`."""
   path = Path(path)
-  return decode_image_bytes(path.read_bytes(), path.name)
+  return decode_image_bytes(path.read_bytes(), path.name, max_pixels)
 
 
 def decode_files(paths: list[str], ids: list[str], skipped: SkipCounter) -> tf.data.Dataset:

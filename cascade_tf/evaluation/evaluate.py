@@ -70,8 +70,6 @@ RESULTS_MD = "results.md"
 PSNR_DECIMALS = 4  # dB, as precise as the protocol's cross-check (1e-4 dB).
 SSIM_DECIMALS = 5
 HOLE_TRACKS = ("inpaint", "joint")  # Tracks with a hole, scored by hole PSNR.
-# Written by export.py into each SavedModel version: the training config, weights.
-SAVED_MODEL_PROVENANCE = os.path.join("assets.extra", "cascade_tf.json")
 
 # The protocol's corruption settings: DataConfig's defaults (PROTOCOL.md).
 _PROTOCOL_FIELDS = ("image_size", "hole_size", "hole_fill", "blur_kernel_size",
@@ -333,10 +331,8 @@ class _ModelRunner:
     # export.py records the training config; without it the model is run at
     # the requested size (a SavedModel takes any size: it pads internally).
     self.config = None
-    provenance_path = os.path.join(self.spec.path, SAVED_MODEL_PROVENANCE)
-    if tf.io.gfile.exists(provenance_path):
-      with tf.io.gfile.GFile(provenance_path) as f:
-        provenance = json.load(f)
+    provenance = inference.read_provenance(self.spec.path)
+    if provenance is not None:
       if "config" in provenance:
         self.config = config_lib.from_dict(provenance["config"])
         self.info.update(weights_from=provenance.get("weights_from"),
