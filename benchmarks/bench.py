@@ -118,6 +118,7 @@ import tensorflow as tf
 from cascade_tf import cli
 from cascade_tf import config as config_lib
 from cascade_tf import flops as flops_lib
+from cascade_tf import inference
 from cascade_tf import ranges
 from cascade_tf import runtime
 from cascade_tf.data import pipeline
@@ -424,10 +425,7 @@ def export_and_load(cfg: config_lib.Config, generator, restorer, workdir: str, s
   (config.json and a `joint` checkpoint holding the generator and the
   restorer), then `serving.export_savedmodel` into `workdir`/export.
   """
-  tf.train.Checkpoint(generator=generator, restorer=restorer).save(
-      os.path.join(workdir, "joint", "checkpoints", "ckpt"))
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config_lib.to_json(cfg))
+  inference.write_workdir(workdir, cfg, generator, restorer)
   path = serving.export_savedmodel(workdir, os.path.join(workdir, "export"))
   return tf.saved_model.load(path).signatures[serving.SIGNATURE_IMAGES]
 

@@ -119,6 +119,17 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
   return LoadedCascade(cfg, model, generator, restorer, weights_from)
 
 
+def write_workdir(workdir: str, cfg: config_lib.Config, generator: keras.Model,
+                  restorer: keras.Model) -> str:
+  """Writes networks as a workdir that `load_workdir_cascade` reads: config.json and a
+  `joint` checkpoint. For networks made outside train.py (benchmarks, tests, imports)."""
+  tf.train.Checkpoint(generator=generator, restorer=restorer).save(
+      os.path.join(workdir, "joint", "checkpoints", "ckpt"))
+  with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config_lib.to_json(cfg))
+  return workdir
+
+
 def list_versions(export_dir: str) -> list[int]:
   """The integer-named version folders in `export_dir`, ascending."""
   if not tf.io.gfile.isdir(export_dir):

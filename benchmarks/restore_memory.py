@@ -1,0 +1,115 @@
+"""Peak memory (RSS) of restore.py on 1, 12 and 48 megapixel photos.
+
+    python benchmarks/restore_memory.py
+    python benchmarks/restore_memory.py --preset=cpu --megapixels=1,12 --tile_size=128
+    python benchmarks/restore_memory.py --repo=/tmp/older_checkout   # another version's restore.py
+
+Writes a seeded random cascade of `--preset` as a workdir (what the
+networks learnt does not change memory; their widths do), makes one JPEG
+photo per size (4:3, the astronaut photo of scikit-image scaled up, q90),
+and runs `restore.py` on each in a fresh process, as a user would. The
+peak resident memory of that process (`ru_maxrss` from wait4) is read for
+each photo, and for a 64 x 64 image: that baseline is TensorFlow, the
+networks and one batch of tiles, so the difference is what the photo's
+size costs. Prints a Markdown table with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+
+# pylint: disable=wrong-import-position
+import cascade_tf  # noqa: F401  Before TensorFlow: the package's oneDNN default.
+import keras
+import numpy as np
+from PIL import Image
+from skimage import data as skimage_data
+
+from cascade_tf import config as config_lib
+from cascade_tf import inference
+from cascade_tf import runtime
+from cascade_tf.models import generator as generator_lib
+from cascade_tf.models import restorer as restorer_lib
+
+
+def make_photo(path: str, megapixels: float) -> tuple[int, int]:
+  """Writes a 4:3 JPEG of about `megapixels` MP; returns (width, height)."""
+  width = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
+  height = int(round(width * 3 / 4))
+  Image.fromarray(skimage_data.astronaut()).resize((width, height), Image.Resampling.BICUBIC).save(
+      path, format="JPEG", quality=90)
+  return width, height
+
+
+def run_restore(repo: str, photo: str, workdir: str, output_dir: str,
+                extra: list[str]) -> tuple[float, float, str]:
+  """Runs `repo`/restore.py on one photo in a new process: (peak RSS in MiB, seconds, stderr)."""
+  command = [sys.executable, os.path.join(repo, "restore.py"), photo, f"--workdir={workdir}",
+             f"--output_dir={output_dir}", *extra]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=repo)
+  start = time.perf_counter()
+  with tempfile.TemporaryFile() as stderr:
+    process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                               stderr=stderr)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    stderr.seek(0)
+    text = stderr.read().decode(errors="replace")
+  if os.waitstatus_to_exitcode(status) != 0:
+    raise RuntimeError(f"{' '.join(command)} failed:\n{text[-3000:]}")
+  return usage.ru_maxrss / 1024.0, seconds, text  # ru_maxrss is in KiB on Linux.
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--preset", default="tiny", choices=list(config_lib.PRESETS))
+  parser.add_argument("--megapixels", default="1,12,48")
+  parser.add_argument("--tile_size", type=int, default=128)
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--repo", default=_ROOT,
+                      help="checkout whose restore.py is run (default: this one)")
+  args = parser.parse_args(argv)
+  sizes = [float(v) for v in args.megapixels.split(",")]
+  extra = [f"--tile_size={args.tile_size}", f"--batch_size={args.batch_size}"]
+  model, features = runtime.cpu_info()
+  with tempfile.TemporaryDirectory() as tmp:
+    cfg = config_lib.PRESETS[args.preset]()
+    keras.utils.set_random_seed(0)
+    workdir = inference.write_workdir(
+        os.path.join(tmp, "workdir"), cfg, generator_lib.build_generator(cfg.generator, None),
+        restorer_lib.build_restorer(cfg.restorer, None))
+    small = os.path.join(tmp, "small.png")
+    Image.fromarray(np.full([64, 64, 3], 128, np.uint8)).save(small)
+    baseline, _, _ = run_restore(args.repo, small, workdir, os.path.join(tmp, "out"), extra)
+    rows = []
+    for megapixels in sizes:
+      photo = os.path.join(tmp, f"photo_{megapixels:g}mp.jpg")
+      width, height = make_photo(photo, megapixels)
+      peak, seconds, _ = run_restore(args.repo, photo, workdir, os.path.join(tmp, "out"), extra)
+      os.remove(photo)
+      pixels = width * height
+      rows.append((f"{width}x{height}", pixels, peak, peak - baseline,
+                   (peak - baseline) * 2 ** 20 / pixels, seconds))
+  print(f"restore.py peak RSS, preset {args.preset}, tiles {args.tile_size} px, batch "
+        f"{args.batch_size}, repo {args.repo}")
+  print(f"CPU: {model} ({', '.join(features) or 'no listed features'}), {os.cpu_count()} cores")
+  print(f"Baseline (a 64 x 64 image: TensorFlow, the networks, one batch): {baseline:.0f} MiB\n")
+  print("| photo | pixels | peak RSS (MiB) | above baseline (MiB) | bytes per pixel | seconds |")
+  print("|---|---|---|---|---|---|")
+  for size, pixels, peak, above, per_pixel, seconds in rows:
+    print(f"| {size} | {pixels / 1e6:.1f} M | {peak:.0f} | {above:.0f} | {per_pixel:.1f} | "
+          f"{seconds:.0f} |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
