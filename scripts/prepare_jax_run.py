@@ -34,14 +34,12 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 from PIL import Image
-from PIL import ImageOps
 
 import cascade_tf  # noqa: F401  (before TensorFlow)
 from cascade_tf import cli
 from cascade_tf.data import corruptions
+from cascade_tf.data import sources
 import tensorflow as tf  # pylint: disable=g-bad-import-order
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 _IMAGE_DIRS = flags.DEFINE_list("image_dirs", None, "Folders of training images.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Bundle folder to write (must not exist).")
@@ -70,22 +68,24 @@ def pack_images(image_dirs, out_dir: str, short_side: int, quality: int) -> dict
     if not os.path.isdir(directory):
       raise FileNotFoundError(f"--image_dirs: {directory} is not a folder.")
     for file_name in sorted(os.listdir(directory)):
-      if not file_name.lower().endswith(IMAGE_SUFFIXES):
+      if not file_name.lower().endswith(sources.IMAGE_EXTENSIONS):
         continue
       path = os.path.join(directory, file_name)
       try:
-        with Image.open(path) as image:
-          image = ImageOps.exif_transpose(image).convert("RGB")
-          scale = short_side / min(image.size)
-          if scale < 1.0:
-            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
-          stem = os.path.splitext(file_name)[0]
-          target = os.path.join(out_dir, f"{packed:05d}_{stem}.jpg")
-          image.save(target, quality=quality)
-          packed += 1
-      except (OSError, ValueError) as error:
-        skipped.append(f"{path}: {error}")
+        # The package's decoder: the same rules as training from files (EXIF
+        # orientation, alpha on white, 16-bit and TIFF handling).
+        image = Image.fromarray(sources.decode_image_file(path))
+      except Exception as error:  # pylint: disable=broad-except
+        # Decoders raise many types on corrupt data; one bad file is skipped.
+        skipped.append(f"{path}: {type(error).__name__}: {error}")
+        continue
+      scale = short_side / min(image.size)
+      if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
+      stem = os.path.splitext(file_name)[0]
+      image.save(os.path.join(out_dir, f"{packed:05d}_{stem}.jpg"), quality=quality)
+      packed += 1
   for line in skipped:
     print(f"skipped unreadable image {line}", file=sys.stderr)
   return {"images": packed, "skipped": len(skipped)}
