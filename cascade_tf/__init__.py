@@ -6,8 +6,8 @@ cascade of neural networks for image inpainting, deblurring and denoising".
 Importing the package before TensorFlow turns TensorFlow's oneDNN CPU
 kernels on (`TF_ENABLE_ONEDNN_OPTS=1`) unless the environment already sets
 that variable: TensorFlow enables them by itself only on CPUs with AVX-512
-VNNI/BF16 or AMX, but on this project's AVX2 machine they measured 1.3x
-faster training updates and inference (docs/benchmarks.md). Set
+VNNI/BF16 or AMX, but on this project's AVX2 machine they made training
+updates and inference faster (docs/benchmarks.md has the measurements). Set
 `TF_ENABLE_ONEDNN_OPTS=0` to keep TensorFlow's own choice. The setting
 changes only which CPU kernels run, so results can differ from the Eigen
 kernels in the last bits of float32 rounding.

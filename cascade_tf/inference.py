@@ -4,8 +4,8 @@
 config.json and restores the most complete weights it has: the `joint`
 stage when it exists, otherwise the generator of `gan` (or `pretrain`)
 and the restorer of `dd`, then folds every batch norm into the convolution
-before it (`models/fold.py`: the same function in fewer passes; measured
-5% (`paper`) to 26% (`cpu`) faster inference on the CPU, docs/benchmarks.md).
+before it (`models/fold.py`: the same function in fewer passes, faster on
+the CPU as docs/benchmarks.md measures).
 `Repairer` wraps either a workdir or an exported
 SavedModel version directory behind one call on [0, 1] images, so
 evaluation and the restore command treat both alike.

@@ -71,6 +71,7 @@ from cascade_tf import weights_io
 from cascade_tf.models.critic import build_critic
 from cascade_tf.models.generator import build_generator
 from cascade_tf.models.restorer import build_restorer
+from cascade_tf.training import schedule
 
 STAGES = ("pretrain", "gan", "dd", "joint")
 TRACK = {"pretrain": "inpaint", "gan": "inpaint", "dd": "restore", "joint": "joint"}
@@ -408,7 +409,7 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
       continue
     window_steps += 1
     elapsed = time.perf_counter() - start
-    if step % log_every == 0 or step == target or (seconds is not None and elapsed >= seconds):
+    if schedule.is_due(step, log_every, target) or (seconds is not None and elapsed >= seconds):
       logged = {k: float(v) for k, v in values.items()}
       _check_finite(stage, step, logged)
       rate = window_steps / (time.perf_counter() - window_start)

@@ -19,6 +19,7 @@ import tensorflow as tf
 from cascade_tf import config as config_lib
 from cascade_tf.data import pipeline
 from cascade_tf.training import loop
+from cascade_tf.training import schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +111,12 @@ def test_no_pretraining_ablation_runs_joint_from_scratch(tmp_path):
   assert np.isfinite(result.last_losses["total"])
 
 
-def test_nan_in_data_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("log_every,stops_at", [(1, 3), (100, 4)])
+def test_nan_in_data_stops_training_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
+                                                                  log_every, stops_at):
+  """Batches from the third on are NaN: step 3 is the first bad one. Losses are read at
+  logged steps and before every checkpoint (every 2 steps here), so with log_every=100
+  the NaN is caught at step 4, before checkpoint 4 is written."""
   real = pipeline.make_dataset
 
   def poisoned(*args, **kwargs):
@@ -124,9 +130,17 @@ def test_nan_in_data_stops_training_and_keeps_the_last_checkpoint(tmp_path, monk
 
   monkeypatch.setattr(loop.pipeline, "make_dataset", poisoned)
   workdir = str(tmp_path)
-  with pytest.raises(loop.NonFiniteLossError, match=r"step 3: non-finite loss.*ckpt-2"):
-    loop.train(_tiny(**{"train.steps": 5}), "pretrain", workdir)
+  with pytest.raises(loop.NonFiniteLossError,
+                     match=rf"step {stops_at}: non-finite loss.*ckpt-2"):
+    loop.train(_tiny(**{"train.steps": 5, "train.log_every": log_every,
+                         "train.checkpoint_every": 2, "train.eval_every": 100}),
+               "pretrain", workdir)
   assert loop.latest_checkpoint(workdir, "pretrain").endswith("ckpt-2")
+
+
+def test_periodic_work_is_due_every_n_steps_and_at_the_end():
+  assert [s for s in range(1, 11) if schedule.is_due(s, 4, 10)] == [4, 8, 10]
+  assert [s for s in range(1, 6) if schedule.is_due(s, 0, 5)] == [5]
 
 
 def test_changed_network_in_same_workdir_is_refused(tmp_path):

@@ -15,8 +15,12 @@
   `log_every` steps, validation PSNR and image summaries every
   `eval_every` steps, and a checkpoint every `checkpoint_every` steps and
   at the end;
-* stops with `NonFiniteLossError` as soon as a loss is NaN or Inf, without
-  writing a checkpoint, so the last good one stays the latest.
+* reads the losses back from the device only when something is due
+  (logging, validation, a checkpoint: `schedule.is_due`), so the host
+  never waits for the device in between;
+* stops with `NonFiniteLossError` when a loss it reads is NaN or Inf (at
+  the latest at the next logged step, and always before a checkpoint),
+  without writing a checkpoint, so the last good one stays the latest.
 
 Workdir layout:
 
@@ -55,6 +59,7 @@ from cascade_tf.models import critic as critic_lib
 from cascade_tf.models import generator as generator_lib
 from cascade_tf.models import perceptual
 from cascade_tf.models import restorer as restorer_lib
+from cascade_tf.training import schedule
 from cascade_tf.training import stages as stages_lib
 from cascade_tf.training import steps as steps_lib
 
@@ -195,15 +200,17 @@ def _format_seconds(seconds: float) -> str:
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def _check_finite(stage: str, step: int, values: dict[str, float], manager) -> None:
+def _check_finite(stage: str, step: int, values: dict[str, float], manager,
+                  log_every: int) -> None:
   bad = {k: v for k, v in values.items() if not math.isfinite(v)}
   if bad:
     last = manager.latest_checkpoint or "none yet"
     raise NonFiniteLossError(
         f"Stage {stage!r} stopped at step {step}: non-finite loss "
-        f"{', '.join(f'{k}={v}' for k, v in bad.items())}. No checkpoint was written for this "
-        f"step; the last good checkpoint is {last}. Check the input data for NaN/Inf, or lower "
-        f"--lr.")
+        f"{', '.join(f'{k}={v}' for k, v in bad.items())} (losses are read every "
+        f"--log_every={log_every} steps and before every checkpoint). No checkpoint was written "
+        f"for this step; the last good checkpoint is {last}. Check the input data for NaN/Inf, "
+        f"or lower --lr.")
 
 
 # --------------------------------------------------------------------------
@@ -221,7 +228,8 @@ def _validation_outputs(stage: str, nets: dict[str, keras.Model], corrupted_pm1)
   return {"inpainted": ranges.from_model(inpainted), "restored": ranges.from_model(restored)}
 
 
-def validate(stage: str, nets: dict[str, keras.Model], batch) -> tuple[dict[str, float], dict]:
+def validation_scores(stage: str, nets: dict[str, keras.Model],
+                      batch) -> tuple[dict[str, float], dict]:
   """PSNR of the stage's outputs (and of the corrupted input) on a fixed batch."""
   outputs = _validation_outputs(stage, nets, ranges.to_model(batch["corrupted"]))
   clean = batch["clean"]
@@ -363,12 +371,20 @@ def train_stage(cfg: config_lib.Config,
     step += 1
     step_var.assign(step)
     window_steps += 1
+    log_due = schedule.is_due(step, t.log_every, target)
+    eval_due = schedule.is_due(step, t.eval_every, target)
+    checkpoint_due = schedule.is_due(step, t.checkpoint_every, target)
+    if not (log_due or eval_due or checkpoint_due):
+      # The losses stay on the device: reading them back would make the host
+      # wait for every step (a GPU would idle between steps).
+      continue
     values = {k: float(v) for k, v in main_values.items()}
     values.update({f"critic/{k}" if k == "grad_norm" else k: float(v)
                    for k, v in critic_values.items()})
-    _check_finite(stage, step, values, manager)
+    # Before any checkpoint is written: a non-finite step never becomes one.
+    _check_finite(stage, step, values, manager, t.log_every)
 
-    if step % t.log_every == 0 or step == target:
+    if log_due:
       elapsed = time.perf_counter() - window_start
       rates = {"steps_per_s": window_steps / elapsed,
                "images_per_s": window_steps * global_batch / elapsed}
@@ -378,8 +394,8 @@ def train_stage(cfg: config_lib.Config,
           tf.summary.scalar(f"{stage}/{name}", value)
       with tf.io.gfile.GFile(metrics_path, "a") as f:
         f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
-    if step % t.eval_every == 0 or step == target:
-      validation, outputs = validate(stage, nets, val_batch)
+    if eval_due:
+      validation, outputs = validation_scores(stage, nets, val_batch)
       with summary_writer.as_default(step=step):
         for name, value in validation.items():
           tf.summary.scalar(f"{stage}/val_{name}", value)
@@ -392,7 +408,7 @@ def train_stage(cfg: config_lib.Config,
                             **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
       logging.info("Stage %s step %d: validation %s", stage, step,
                    " ".join(f"{k}={v:.2f}" for k, v in validation.items()))
-    if step % t.checkpoint_every == 0 or step == target:
+    if checkpoint_due:
       path = manager.save(checkpoint_number=step)
       logging.info("Stage %s step %d: checkpoint %s", stage, step, path)
     progress.update(step, values, force=step == target)
