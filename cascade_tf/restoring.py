@@ -174,6 +174,15 @@ class _Progress:
     self._stream.flush()
 
 
+def _error_text(message: str) -> str:
+  """The line of a TensorFlow error that says what went wrong (the failed assertion)."""
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  for line in lines:
+    if "assertion failed:" in line:
+      return line.split("assertion failed:", 1)[1].strip()
+  return lines[-1] if lines else message
+
+
 class _SkipImage(Exception):
   """An input file that `restore_paths` skips; the message says why."""
 
@@ -285,11 +294,22 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
       progress.message(f"Skipped {path}: {e}")
       progress.image_done(name, " (skipped)")
       continue
-    result = tiling.apply_tiled(image, run, tile_size=tile_size, overlap=overlap,
-                                multiple=multiple, batch_size=options.batch_size,
-                                outputs=outputs, progress=functools.partial(progress.tiles, name),
-                                hole=hole, fill=fill, dtype=np.uint8)
-    del image, hole
+    try:
+      result = tiling.apply_tiled(image, run, tile_size=tile_size, overlap=overlap,
+                                  multiple=multiple, batch_size=options.batch_size,
+                                  outputs=outputs,
+                                  progress=functools.partial(progress.tiles, name),
+                                  hole=hole, fill=fill, dtype=np.uint8)
+    except tf.errors.InvalidArgumentError as e:
+      # A SavedModel refuses what its checks do not accept (e.g. over its
+      # --max_pixels with --tile_size=0): this image is skipped, not the run.
+      reason = f"the model refused it: {_error_text(e.message)}"
+      report.skipped.append((path, reason))
+      progress.message(f"Skipped {path}: {reason}")
+      progress.image_done(name, " (skipped)")
+      continue
+    finally:
+      del image, hole
     out_path = os.path.join(output_dir, name + ".png")
     write_png(out_path, result["restored"])
     if options.save_intermediate:

@@ -259,6 +259,20 @@ def test_pixel_limit_refuses_large_inputs_before_decoding(small_export):
       serve["serving_bytes"](images_bytes=tf.constant([data]))
 
 
+def test_restore_skips_an_image_the_export_refuses(small_export, tmp_path):
+  """restore.py on an export limited to 4096 pixels, untiled: the larger photo is skipped
+  with the export's message, the other one is written."""
+  for name, (height, width) in (("fits.png", (64, 64)), ("over.png", (64, 96))):
+    Image.fromarray(photo(height, width)).save(tmp_path / name)
+  report = restoring.restore_paths(
+      small_export, [str(tmp_path / "fits.png"), str(tmp_path / "over.png")],
+      str(tmp_path / "out"), restoring.RestoreOptions(tile_size=0), stream=io.StringIO())
+  assert report.written == [str(tmp_path / "out" / "fits.png")]
+  [(path, reason)] = report.skipped
+  assert path == str(tmp_path / "over.png")
+  assert "the model refused it: " in reason and "at most 4096 pixels" in reason
+
+
 def test_negative_max_pixels_is_refused(workdir, tmp_path):
   with pytest.raises(ValueError, match="--max_pixels=-1"):
     serving.export_savedmodel(workdir, str(tmp_path / "e"), max_pixels=-1)
