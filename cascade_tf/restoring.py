@@ -285,14 +285,17 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
                      f"{', '.join(sources.IMAGE_EXTENSIONS)}).")
   progress = _Progress(len(images), stream)
 
+  def skip(path: str, name: str, reason: str) -> None:
+    report.skipped.append((path, reason))
+    logging.info("Skipped %s: %s", path, reason)
+    progress.message(f"Skipped {path}: {reason}")
+    progress.image_done(name, " (skipped)")
+
   for path, name in images:
     try:
       image, hole = _prepare_image(path, options, mask)
     except _SkipImage as e:
-      report.skipped.append((path, str(e)))
-      logging.info("Skipped %s: %s", path, e)
-      progress.message(f"Skipped {path}: {e}")
-      progress.image_done(name, " (skipped)")
+      skip(path, name, str(e))
       continue
     try:
       result = tiling.apply_tiled(image, run, tile_size=tile_size, overlap=overlap,
@@ -303,10 +306,7 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
     except tf.errors.InvalidArgumentError as e:
       # A SavedModel refuses what its checks do not accept (e.g. over its
       # --max_pixels with --tile_size=0): this image is skipped, not the run.
-      reason = f"the model refused it: {_error_text(e.message)}"
-      report.skipped.append((path, reason))
-      progress.message(f"Skipped {path}: {reason}")
-      progress.image_done(name, " (skipped)")
+      skip(path, name, f"the model refused it: {_error_text(e.message)}")
       continue
     finally:
       del image, hole

@@ -210,14 +210,13 @@ def apply_tiled(image: np.ndarray,
       chunk = range(first, min(first + batch_size, len(cols.starts)))
       batch = np.stack([read_tile(row_index, col_indices[j]) for j in chunk])
       result = fn(batch)
-      for name in outputs:
-        values = np.asarray(result[name], np.float32)
-        for k, j in enumerate(chunk):
-          weight = np.outer(rows.weights[i], cols.weights[j]).astype(np.float32)[..., None]
-          window = slice(cols.starts[j], cols.starts[j] + cols.tile)
-          sums[name][:, window] += weight * values[k]
-          if name == outputs[0]:
-            total_weight[:, window] += weight
+      values = {name: np.asarray(result[name], np.float32) for name in outputs}
+      for k, j in enumerate(chunk):
+        weight = np.outer(rows.weights[i], cols.weights[j]).astype(np.float32)[..., None]
+        window = slice(cols.starts[j], cols.starts[j] + cols.tile)
+        total_weight[:, window] += weight
+        for name in outputs:
+          sums[name][:, window] += weight * values[name][k]
       tiles_done += len(chunk)
       if progress is not None:
         progress(tiles_done, total_tiles)

@@ -36,12 +36,15 @@ import sys
 import time
 import zlib
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=wrong-import-position
+import cascade_tf  # noqa: F401  Before TensorFlow: the package's oneDNN default.
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-# The export's record of its pixel limit (export.py writes it).
-PROVENANCE = os.path.join("assets.extra", "cascade_tf.json")
+from cascade_tf import inference
 
 
 def encode(pixels: np.ndarray, fmt: str, **options) -> bytes:
@@ -149,13 +152,10 @@ def string_signatures(meta_graph) -> dict:
 
 def run(export: str, count: int, seed: int) -> dict:
   """Loads `export` in a session, feeds every case to every bytes signature; the summary."""
-  max_pixels, min_side = 0, 32
-  provenance_path = os.path.join(export, PROVENANCE)
-  if os.path.exists(provenance_path):
-    with open(provenance_path) as f:
-      provenance = json.load(f)
-    max_pixels = provenance.get("max_pixels", 0)
-    min_side = provenance.get("min_side_px", 32)
+  # The export's own limits, as export.py recorded them.
+  provenance = inference.read_provenance(export) or {}
+  max_pixels = provenance.get("max_pixels", 0)
+  min_side = provenance.get("min_side_px", 32)
   cases = make_cases(count, seed, max_pixels, min_side)
   outcomes = collections.Counter()
   failures = []
@@ -168,7 +168,7 @@ def run(export: str, count: int, seed: int) -> dict:
     decoded = tf.compat.v1.placeholder(tf.string, [])
     png_shape = tf.shape(tf.io.decode_png(decoded, channels=3))
     for name, signature in signatures.items():
-      (input_name, input_info), = signature.inputs.items()
+      [input_info] = signature.inputs.values()
       fetches = {key: info.name for key, info in signature.outputs.items()}
       for kind, images in cases:
         group = kind.split("/")[0]
@@ -194,7 +194,6 @@ def run(export: str, count: int, seed: int) -> dict:
         outcomes[(name, group, "ok" if good else "failed")] += 1
         if not good:
           failures.append(f"{name} {kind}: outputs are not one valid PNG per image")
-      del input_name
   return {
       "export": export, "seed": seed, "cases": len(cases), "max_pixels": max_pixels,
       "signatures": sorted(signatures),

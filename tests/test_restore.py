@@ -8,10 +8,8 @@ the network learnt.
 
 import os
 from pathlib import Path
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 from PIL import Image
@@ -22,6 +20,7 @@ import tensorflow as tf
 from cascade_tf import inference
 from cascade_tf import restoring
 from cascade_tf import tiling
+from scripts import fuzz_export
 
 import workdirs  # pylint: disable=g-bad-import-order
 
@@ -45,18 +44,6 @@ def save_png(path: Path, image_01: np.ndarray) -> None:
 
 def read_png(path) -> np.ndarray:
   return np.asarray(Image.open(path)).astype(np.float32) / 255.0
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-  return (struct.pack(">I", len(data)) + kind + data
-          + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-
-def png_with_garbage(width: int, height: int) -> bytes:
-  """A PNG whose header declares an 8-bit RGB image of this size, with garbage pixel data."""
-  return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
-                                                                  8, 2, 0, 0, 0))
-          + png_chunk(b"IDAT", b"garbage" * 10))
 
 
 def untiled(model, image_01: np.ndarray) -> dict[str, np.ndarray]:
@@ -267,10 +254,11 @@ def test_restore_skips_files_over_max_pixels_before_decoding(workdir, tmp_path):
   save_png(inputs / "small.png", photo(40, 60))  # 2,400 px
   save_png(inputs / "large.png", photo(64, 96))  # 6,144 px
   # PNGs whose header declares 30000 x 5000 px (150 MP) and 30000 x 20000 px
-  # (600 MP, over Pillow's own guard) and whose data is garbage: refused
-  # from the header, so the garbage is never reached.
+  # (600 MP, over Pillow's own guard) behind 4 KiB of pixel data: refused
+  # from the header, so the missing data is never reached.
+  rng = np.random.default_rng(0)
   for name, height in (("huge.png", 5000), ("huger.png", 20000)):
-    (inputs / name).write_bytes(png_with_garbage(30000, height))
+    (inputs / name).write_bytes(fuzz_export.png_declaring(30000, height, rng))
   result = subprocess.run(
       [sys.executable, "restore.py", str(inputs), f"--workdir={workdir}", "--max_pixels=5000",
        f"--output_dir={tmp_path / 'out'}"],

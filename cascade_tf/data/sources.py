@@ -230,10 +230,10 @@ def decode_image_bytes(data: bytes, name: str = "", max_pixels: int | None = Non
       raise
   # A TIFF Pillow cannot read: first page or series, as stored.
   with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-    shape = tiff.series[0].shape
-    if len(shape) >= 2:
-      height, width = (shape[-3], shape[-2]) if shape[-1] <= 4 and len(shape) >= 3 else shape[-2:]
-      _check_pixels(int(height), int(width), max_pixels)
+    series = tiff.series[0]
+    if "Y" in series.axes and "X" in series.axes:
+      _check_pixels(series.shape[series.axes.index("Y")], series.shape[series.axes.index("X")],
+                    max_pixels)
     return to_rgb_uint8(tiff.asarray())
 
 
