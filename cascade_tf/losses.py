@@ -11,16 +11,20 @@ VGG16's 0-255 inputs give them.
     wasserstein_critic_loss      eq. (5)
     wasserstein_generator_loss   eq. (6)
     total_generator_loss         eq. (7), weights from LossConfig
-    clip_weights                 WGAN's weight clipping of the critic
+    clip_values, clip_weights    WGAN's weight clipping of the critic
+    reduce_per_example           [B] -> the mean over the global batch
+    global_norm                  the gradient norm every update logs
 
-This module imports only TensorFlow and `cascade_tf.config`.
+Everything is written in `keras.ops`, so the TensorFlow trainer
+(`training/steps.py`) and the JAX trainer (`training/jax_steps.py`) run the
+same code; this module imports only Keras and `cascade_tf.config`.
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import tensorflow as tf
+from keras import ops
 
 from cascade_tf.config import LossConfig
 
@@ -30,10 +34,10 @@ TERM_WEIGHTS = {"mse": "lambda_mse", "perceptual": "lambda_per", "adversarial": 
 
 def _per_example_mean(values):
   """Mean over every axis but the first: [B, ...] -> [B]."""
-  values = tf.convert_to_tensor(values)
-  if values.shape.rank is not None and values.shape.rank < 2:
+  values = ops.convert_to_tensor(values)
+  if len(values.shape) < 2:
     raise ValueError(f"Expected a batch of at least rank 2, got shape {values.shape}.")
-  return tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
+  return ops.mean(ops.reshape(values, (ops.shape(values)[0], -1)), axis=1)
 
 
 def mse_loss(y_true, y_pred):
@@ -50,12 +54,12 @@ def mse_loss(y_true, y_pred):
     float32 [B], >= 0 (at most 4 for images inside [-1, 1]): the mean over
     H, W and C of the squared difference, per example.
   """
-  y_true = tf.cast(y_true, tf.float32)
-  y_pred = tf.cast(y_pred, tf.float32)
-  if y_true.shape.is_fully_defined() and y_pred.shape.is_fully_defined():
-    if y_true.shape != y_pred.shape:
-      raise ValueError(f"mse_loss: y_true {y_true.shape} and y_pred {y_pred.shape} differ.")
-  return _per_example_mean(tf.math.squared_difference(y_true, y_pred))
+  y_true = ops.cast(y_true, "float32")
+  y_pred = ops.cast(y_pred, "float32")
+  known = [(a, b) for a, b in zip(y_true.shape, y_pred.shape) if a is not None and b is not None]
+  if len(y_true.shape) != len(y_pred.shape) or any(a != b for a, b in known):
+    raise ValueError(f"mse_loss: y_true {y_true.shape} and y_pred {y_pred.shape} differ.")
+  return _per_example_mean(ops.square(y_true - y_pred))
 
 
 def perceptual_loss(features_true: Sequence, features_pred: Sequence):
@@ -67,7 +71,7 @@ def perceptual_loss(features_true: Sequence, features_pred: Sequence):
 
   Args:
     features_true: list of the feature maps of the clean images, each
-      [B, H_ij, W_ij, C_ij]; usually wrapped in tf.stop_gradient.
+      [B, H_ij, W_ij, C_ij]; usually wrapped in ops.stop_gradient.
     features_pred: the same maps of the network's output, same shapes.
 
   Returns:
@@ -82,13 +86,13 @@ def perceptual_loss(features_true: Sequence, features_pred: Sequence):
     raise ValueError(f"perceptual_loss: expected two equally long, non-empty lists of feature "
                      f"maps, got {len(features_true)} and {len(features_pred)}.")
   per_layer = [mse_loss(phi_y, phi_g) for phi_y, phi_g in zip(features_true, features_pred)]
-  return tf.add_n(per_layer) / float(len(per_layer))
+  return sum(per_layer[1:], per_layer[0]) / float(len(per_layer))
 
 
 def _scores(scores, name: str):
   """Critic scores [B, 1] or [B] -> float32 [B]."""
-  scores = tf.cast(scores, tf.float32)
-  rank = scores.shape.rank
+  scores = ops.cast(scores, "float32")
+  rank = len(scores.shape)
   if rank == 2 and scores.shape[-1] == 1:
     return scores[:, 0]
   if rank == 1:
@@ -155,46 +159,78 @@ def total_generator_loss(terms: Mapping[str, object], loss_cfg: LossConfig):
   for key, weight_name in TERM_WEIGHTS.items():
     weight = float(getattr(loss_cfg, weight_name))
     if key in terms and weight != 0.0:
-      weighted.append(weight * tf.cast(terms[key], tf.float32))
+      weighted.append(weight * ops.cast(terms[key], "float32"))
   if not weighted:
-    return tf.constant(0.0, tf.float32)
-  return tf.add_n(weighted)
+    return ops.convert_to_tensor(0.0, "float32")
+  return sum(weighted[1:], weighted[0])
 
 
-def clip_weights(model, clip_value) -> None:
-  """Clips every trainable variable of `model` into [-clip_value, clip_value].
+def clip_values(values, clip_value) -> list:
+  """Each of `values` (tensors or variables) clipped into [-clip_value, clip_value].
 
   WGAN's way of keeping the critic K-Lipschitz (Arjovsky et al. 2017; the
-  paper follows their advice, Sec. 3.2). Call after each critic update;
-  works eagerly and inside tf.function.
+  paper follows their advice, Sec. 3.2), applied after each critic update:
+  by assignment in TensorFlow (`clip_weights`), to the new values in the
+  JAX trainer.
 
   Args:
-    model: the critic, a keras.Model.
+    values: a list of float tensors (or variables).
     clip_value: the bound c > 0 (paper: 0.01), a Python number or scalar tensor.
+
+  Returns:
+    A list of tensors, one per value, of its shape and dtype.
 
   Raises:
     ValueError: for a Python number c <= 0.
   """
   if isinstance(clip_value, (int, float)) and clip_value <= 0:
-    raise ValueError(f"clip_weights: clip_value={clip_value} must be > 0.")
-  for variable in model.trainable_variables:
-    bound = tf.cast(clip_value, variable.dtype)
-    variable.assign(tf.clip_by_value(variable, -bound, bound))
+    raise ValueError(f"clip_values: clip_value={clip_value} must be > 0.")
+  clipped = []
+  for value in values:
+    bound = ops.cast(clip_value, value.dtype)
+    clipped.append(ops.clip(value, -bound, bound))
+  return clipped
+
+
+def clip_weights(model, clip_value) -> None:
+  """Assigns `clip_values` of every trainable variable of `model` back to it.
+
+  Works eagerly and inside tf.function.
+
+  Raises:
+    ValueError: for a Python number c <= 0.
+  """
+  variables = model.trainable_variables
+  for variable, value in zip(variables, clip_values(variables, clip_value)):
+    variable.assign(value)
 
 
 def reduce_per_example(per_example, global_batch_size: int):
   """Sums per-example losses [B] and divides by the GLOBAL batch size.
 
-  tf.nn.compute_average_loss: inside a replica of a tf.distribute strategy,
-  the replicas' results then sum to the mean over the global batch.
+  What tf.nn.compute_average_loss does: inside a replica of a tf.distribute
+  strategy, the replicas' results then sum to the mean over the global
+  batch; with one replica (and in the JAX trainer) it is the batch mean.
 
   Args:
     per_example: float tensor [B] (the replica's share of the batch).
     global_batch_size: number of examples over all replicas (> 0).
 
   Returns:
-    float scalar.
+    float32 scalar.
   """
   if isinstance(global_batch_size, int) and global_batch_size < 1:
     raise ValueError(f"reduce_per_example: global_batch_size={global_batch_size} must be >= 1.")
-  return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+  per_example = ops.cast(per_example, "float32")
+  if len(per_example.shape) != 1:
+    raise ValueError(f"reduce_per_example: expected per-example losses [B], got shape "
+                     f"{per_example.shape}.")
+  return ops.sum(per_example) / ops.cast(global_batch_size, "float32")
+
+
+def global_norm(tensors):
+  """sqrt(sum of squares) over every element of `tensors` (None entries skipped), float32."""
+  squares = [ops.sum(ops.square(ops.cast(t, "float32"))) for t in tensors if t is not None]
+  if not squares:
+    return ops.convert_to_tensor(0.0, "float32")
+  return ops.sqrt(sum(squares[1:], squares[0]))

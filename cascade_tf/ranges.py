@@ -3,9 +3,12 @@
 Images are float32 in [0, 1] at the edges of the system (files, the data
 pipeline, metrics, the serving signatures) and in [-1, 1] inside the
 networks. Every conversion goes through these two functions.
+
+Written in `keras.ops`, so that the TensorFlow pipeline and the JAX trainer
+share them.
 """
 
-import tensorflow as tf
+from keras import ops
 
 
 def to_model(images_01):
@@ -16,4 +19,4 @@ def to_model(images_01):
 def from_model(images_pm1, clip=False):
   """[-1, 1] -> [0, 1]; with `clip`, the result is clipped to [0, 1]."""
   images_01 = (images_pm1 + 1.0) * 0.5
-  return tf.clip_by_value(images_01, 0.0, 1.0) if clip else images_01
+  return ops.clip(images_01, 0.0, 1.0) if clip else images_01

@@ -27,11 +27,13 @@ from absl import logging
 import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
+import keras
 import tensorflow as tf
 
 from cascade_tf import inference
 from cascade_tf import serving
 from cascade_tf import tiling
+from cascade_tf.data import appliers
 from cascade_tf.data import sources
 
 # restore.py --max_pixels: 100 million pixels (e.g. 12247 x 8165). Larger
@@ -66,11 +68,8 @@ class RestoreReport:
 
 def centre_hole_mask(height: int, width: int) -> np.ndarray:
   """bool [H, W]: a centred square of side min(H, W) // 2 (S/2 for an S x S image)."""
-  side = min(height, width) // 2
-  top, left = (height - side) // 2, (width - side) // 2
-  mask = np.zeros([height, width], bool)
-  mask[top:top + side, left:left + side] = True
-  return mask
+  mask = appliers.hole_mask(height, width, min(height, width) // 2)
+  return np.asarray(keras.ops.convert_to_numpy(mask))[..., 0] > 0
 
 
 def read_mask(path: str, max_pixels: int | None = None) -> np.ndarray:

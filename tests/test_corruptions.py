@@ -8,6 +8,7 @@ import scipy.ndimage
 import tensorflow as tf
 
 from cascade_tf.config import DataConfig
+from cascade_tf.data import appliers
 from cascade_tf.data import corruptions
 
 
@@ -64,7 +65,7 @@ def test_blur_matches_scipy_reflect_convolution():
   images = rng.random((3, 40, 33, 3)).astype(np.float32)
   kernels = rng.random((3, 15, 15)).astype(np.float32)  # Not symmetric: checks the flip.
   kernels /= kernels.sum(axis=(1, 2), keepdims=True)
-  out = corruptions.blur(images, kernels).numpy()
+  out = appliers.blur(images, kernels).numpy()
   ref = np.stack([
       np.stack([scipy.ndimage.convolve(images[b, :, :, c], kernels[b], mode="reflect")
                 for c in range(3)], -1) for b in range(3)])
@@ -74,7 +75,7 @@ def test_blur_matches_scipy_reflect_convolution():
 def test_blur_with_delta_is_identity():
   images = np.random.default_rng(1).random((2, 32, 32, 3)).astype(np.float32)
   kernels = tf.stack([corruptions.delta_kernel(15)] * 2)
-  np.testing.assert_allclose(corruptions.blur(images, kernels).numpy(), images, atol=1e-5)
+  np.testing.assert_allclose(appliers.blur(images, kernels).numpy(), images, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [32, 128])
@@ -167,3 +168,36 @@ def test_unknown_track_is_rejected():
   with pytest.raises(ValueError, match="track"):
     corruptions.corrupt_batch(np.zeros((1, 32, 32, 3), np.float32), [[0, 0]], "denoise",
                               DataConfig(image_size=32, hole_size=16))
+
+
+def test_appliers_corrupt_checks_its_track_and_parameters():
+  clean = np.full((1, 32, 32, 3), 0.5, np.float32)
+  with pytest.raises(ValueError, match="Unknown track 'blur'"):
+    appliers.corrupt(clean, "blur")
+  with pytest.raises(ValueError, match="needs blur kernels and a noise field"):
+    appliers.corrupt(clean, "joint", mask=np.zeros((1, 32, 32, 1), np.float32))
+  with pytest.raises(ValueError, match="needs a hole mask"):
+    appliers.corrupt(clean, "inpaint")
+  with pytest.raises(ValueError, match="static odd k"):
+    appliers.blur(clean, np.ones((1, 4, 4), np.float32) / 16)
+
+
+def test_hole_mask_fill_and_composite():
+  mask = appliers.hole_mask(6, 10, 2).numpy()[..., 0]
+  expected = np.zeros((6, 10))
+  expected[2:4, 4:6] = 1.0  # top = (6 - 2) // 2, left = (10 - 2) // 2.
+  np.testing.assert_array_equal(mask, expected)
+  images = np.random.default_rng(3).random((2, 6, 10, 3)).astype(np.float32)
+  filled = appliers.fill_hole(images, mask[None, :, :, None], 0.25).numpy()
+  np.testing.assert_array_equal(filled[:, mask > 0], 0.25)
+  np.testing.assert_array_equal(filled[:, mask == 0], images[:, mask == 0])
+  outputs = np.zeros_like(images)
+  pasted = appliers.composite(tf.constant(outputs), images, mask[None, :, :, None]).numpy()
+  np.testing.assert_array_equal(pasted[:, mask > 0], 0.0)  # The network's pixels in the hole.
+  np.testing.assert_array_equal(pasted[:, mask == 0], images[:, mask == 0])  # Known ones kept.
+
+
+def test_noise_is_added_then_clipped():
+  images = np.array([0.0, 0.5, 0.98], np.float32).reshape(1, 1, 3, 1)
+  noise = np.array([-0.1, 0.1, 0.1], np.float32).reshape(1, 1, 3, 1)
+  np.testing.assert_allclose(appliers.add_noise(images, noise).numpy().ravel(), [0.0, 0.6, 1.0])

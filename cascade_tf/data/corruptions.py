@@ -1,4 +1,4 @@
-"""Pure, seedable TensorFlow ops that corrupt clean images (PROTOCOL.md).
+"""The corruption samplers: pure, seedable TensorFlow ops (PROTOCOL.md).
 
 Everything here is graph-compatible and works inside `tf.data`:
 
@@ -6,7 +6,9 @@ Everything here is graph-compatible and works inside `tf.data`:
 * `sample_corruption`: draws one image's blur kernel, noise level and noise
   field from a stateless seed of shape [2].
 * `corrupt_batch`: corrupts a batch of clean images given one seed per image,
-  on one of the three tracks `inpaint`, `restore`, `joint`.
+  on one of the three tracks `inpaint`, `restore`, `joint`: the parameters
+  are sampled here and applied by `appliers` (keras.ops, shared with the
+  JAX trainer).
 
 Randomness is always stateless: the caller passes a seed per image. The
 evaluation pipeline uses (eval_seed, image index) so that reruns and
@@ -28,6 +30,7 @@ import math
 import tensorflow as tf
 
 from cascade_tf.config import DataConfig, TRACKS
+from cascade_tf.data import appliers
 
 # Blur types recorded in the element dict.
 BLUR_NONE, BLUR_GAUSSIAN, BLUR_MOTION = 0, 1, 2
@@ -134,54 +137,6 @@ def sample_corruption(seed, image_shape, cfg: DataConfig):
   }
 
 
-def blur(images, kernels):
-  """Convolves each image with its own kernel, with symmetric padding.
-
-  The padding repeats the edge pixel (d c b a | a b c d), which is
-  `scipy.ndimage.convolve(mode="reflect")` and MATLAB's "symmetric". The
-  convolution is computed with real 2-D FFTs: for 15x15 kernels this is
-  about 1.6x faster on a CPU than a depthwise convolution with one kernel
-  per image (docs/benchmarks.md), and it matches the direct convolution to
-  about 1e-4 on the [0, 1] scale.
-
-  Args:
-    images: float32 [B, H, W, C].
-    kernels: float32 [B, k, k] with k odd, one kernel per image.
-
-  Returns:
-    float32 [B, H, W, C].
-  """
-  images = tf.convert_to_tensor(images, tf.float32)
-  kernels = tf.convert_to_tensor(kernels, tf.float32)
-  size = kernels.shape[-1]
-  if size is None or size % 2 == 0:
-    raise ValueError(f"Blur kernels must have a static odd size, got {kernels.shape}.")
-  half = size // 2
-  padded = tf.pad(images, [[0, 0], [half, half], [half, half], [0, 0]], mode="SYMMETRIC")
-  padded = tf.transpose(padded, [0, 3, 1, 2])  # [B, C, H + 2h, W + 2h]
-  shape = tf.shape(padded)
-  height, width = shape[2], shape[3]
-  kernel_image = tf.pad(kernels, [[0, 0], [0, height - size], [0, width - size]])
-  product = tf.signal.rfft2d(padded) * tf.signal.rfft2d(kernel_image)[:, None]
-  circular = tf.signal.irfft2d(product, fft_length=tf.stack([height, width]))
-  # Circular convolution equals the linear one wherever the kernel does not
-  # wrap around: from index 2h on, which is exactly the unpadded image.
-  out = circular[:, :, 2 * half:, 2 * half:]
-  return tf.transpose(out, [0, 2, 3, 1])
-
-
-def hole_mask(height, width, hole_size):
-  """Mask [H, W, 1], 1 inside the centred square hole of side `hole_size`."""
-  top = (height - hole_size) // 2
-  left = (width - hole_size) // 2
-  rows = tf.range(height)
-  cols = tf.range(width)
-  in_rows = tf.logical_and(rows >= top, rows < top + hole_size)
-  in_cols = tf.logical_and(cols >= left, cols < left + hole_size)
-  mask = tf.logical_and(in_rows[:, None], in_cols[None, :])
-  return tf.cast(mask, tf.float32)[:, :, None]
-
-
 def apply_hole(images, hole_size, fill=0.5):
   """Fills the centre square of side `hole_size` with `fill`.
 
@@ -193,11 +148,11 @@ def apply_hole(images, hole_size, fill=0.5):
   Returns:
     (holed images [B, H, W, C], mask [B, H, W, 1] with 1 inside the hole).
   """
+  images = tf.convert_to_tensor(images, tf.float32)
   shape = tf.shape(images)
-  mask = hole_mask(shape[1], shape[2], hole_size)
-  holed = images * (1.0 - mask) + fill * mask
-  batch_mask = tf.tile(mask[None], [shape[0], 1, 1, 1])
-  return holed, batch_mask
+  mask = appliers.hole_mask(shape[1], shape[2], hole_size)
+  holed = appliers.fill_hole(images, mask[None], fill)
+  return holed, tf.tile(mask[None], [shape[0], 1, 1, 1])
 
 
 def corrupt_batch(clean, seeds, track, cfg: DataConfig):
@@ -238,8 +193,8 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig):
     }
     params = tf.map_fn(lambda s: sample_corruption(s, shape[1:], cfg), seeds,
                        fn_output_signature=signature)
-    corrupted = blur(corrupted, params["blur_kernel"])
-    corrupted = tf.clip_by_value(corrupted + params.pop("noise"), 0.0, 1.0)
+    corrupted = appliers.corrupt(corrupted, "restore", kernels=params["blur_kernel"],
+                                 noise=params.pop("noise"))
   else:
     zeros = tf.zeros([batch], tf.float32)
     params = {
