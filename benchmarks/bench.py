@@ -124,11 +124,11 @@ from cascade_tf import runtime
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
 from cascade_tf.models import cascade as cascade_lib
-from cascade_tf.models import critic as critic_lib
 from cascade_tf.models import fold
 from cascade_tf.models import generator as generator_lib
 from cascade_tf.models import perceptual
 from cascade_tf.models import restorer as restorer_lib
+from cascade_tf.training import stages as stages_lib
 from cascade_tf.training import steps as steps_lib
 # pylint: enable=wrong-import-position
 
@@ -325,43 +325,26 @@ def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
   stage = {"pretrain": "pretrain", "dd": "dd", "critic": "gan", "gan_generator": "gan",
            "gan_full_step": "gan", "joint": "joint", "joint_full_step": "joint"}[name]
   strategy = tf.distribute.get_strategy()
-  nets = {}
-  if name != "dd":
-    nets["generator"] = generator_lib.build_generator(cfg.generator, size)
-  if name in ("dd", "joint", "joint_full_step"):
-    nets["restorer"] = restorer_lib.build_restorer(cfg.restorer, size)
-  if name not in ("pretrain", "dd"):
-    nets["critic"] = critic_lib.build_critic(cfg.critic, size)
   vgg = None
-  if name not in ("pretrain", "dd", "critic") and cfg.loss.lambda_per > 0:
+  if stages_lib.SPECS[stage].adversarial and name != "critic" and cfg.loss.lambda_per > 0:
     vgg = perceptual.build_vgg_features("none", cfg.loss.perceptual_size or size)
+  # The stage exactly as training/loop.py wires it (stages.build_stage).
+  wired = stages_lib.build_stage(cfg, stage, global_batch_size=batch_size, vgg=vgg)
+
+  def make(update):
+    return steps_lib.make_step(strategy, update, _rmsprop(cfg, stage, policy, update.variables),
+                               jit_compile=jit_compile)
 
   batch = _random_batch(batch_size, size, cfg.train.seed)
-  if name in ("pretrain", "dd"):
-    model = nets["restorer" if name == "dd" else "generator"]
-    step = steps_lib.make_mse_step(strategy, model, _rmsprop(cfg, stage, policy,
-                                                             model.trainable_variables),
-                                   batch_size, jit_compile=jit_compile)
+  if wired.critic is None:
+    step = make(wired.main)
     return (lambda: step(batch)), batch_size, [step]
 
-  critic_step = steps_lib.make_critic_step(
-      strategy, nets["generator"], nets["critic"],
-      _rmsprop(cfg, stage, policy, nets["critic"].trainable_variables), batch_size,
-      cfg.train.clip, jit_compile=jit_compile)
+  critic_step = make(wired.critic)
   if name == "critic":
     return (lambda: critic_step(batch)), batch_size, [critic_step]
 
-  if stage == "gan":
-    update = steps_lib.make_generator_step(
-        strategy, nets["generator"], nets["critic"], vgg,
-        _rmsprop(cfg, stage, policy, nets["generator"].trainable_variables), batch_size, cfg.loss,
-        jit_compile=jit_compile)
-  else:
-    variables = nets["generator"].trainable_variables + nets["restorer"].trainable_variables
-    update = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
-                                       nets["critic"], vgg,
-                                       _rmsprop(cfg, stage, policy, variables), batch_size,
-                                       cfg.loss, jit_compile=jit_compile)
+  update = make(wired.main)
   main_step = update
   if name in ("gan_generator", "joint"):
     return (lambda: main_step(batch)), batch_size, [update]
@@ -389,8 +372,7 @@ def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
 def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool,
                fold_batch_norm: bool = True):
   size = cfg.data.image_size
-  generator = generator_lib.build_generator(cfg.generator, size)
-  restorer = restorer_lib.build_restorer(cfg.restorer, size)
+  generator, restorer = stages_lib.build_networks(cfg, ["generator", "restorer"]).values()
   if fold_batch_norm:  # As inference.load_workdir_cascade builds it.
     generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
   model = cascade_lib.build_cascade(generator, restorer)

@@ -66,7 +66,7 @@ def import_run(run_dir: str, workdir: str) -> dict[str, str]:
   written = {}
   for stage in sorted(set(last_stage.values()), key=stages_lib.STAGES.index):
     names = [name for name, last in last_stage.items() if last == stage]
-    nets = loop.build_networks(cfg, stages_lib.SPECS[stage].models)
+    nets = stages_lib.build_networks(cfg, stages_lib.SPECS[stage].models)
     for name, net in nets.items():
       weights_io.load_weights(net, run_dir, name)
     checkpoint = tf.train.Checkpoint(

@@ -55,10 +55,7 @@ from cascade_tf import ranges
 from cascade_tf import runtime
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
-from cascade_tf.models import critic as critic_lib
-from cascade_tf.models import generator as generator_lib
 from cascade_tf.models import perceptual
-from cascade_tf.models import restorer as restorer_lib
 from cascade_tf.training import schedule
 from cascade_tf.training import stages as stages_lib
 from cascade_tf.training import steps as steps_lib
@@ -97,17 +94,6 @@ def latest_checkpoint(workdir: str, stage: str) -> str | None:
   return tf.train.latest_checkpoint(checkpoint_dir(workdir, stage))
 
 
-def build_networks(cfg: config_lib.Config, names) -> dict[str, keras.Model]:
-  """Builds the named networks ("generator", "critic", "restorer") for `cfg`."""
-  size = cfg.data.image_size
-  builders = {
-      "generator": lambda: generator_lib.build_generator(cfg.generator, size),
-      "critic": lambda: critic_lib.build_critic(cfg.critic, size),
-      "restorer": lambda: restorer_lib.build_restorer(cfg.restorer, size),
-  }
-  return {name: builders[name]() for name in names}
-
-
 def build_optimizers(cfg: config_lib.Config, stage: str,
                      nets: dict[str, keras.Model]) -> dict[str, keras.optimizers.Optimizer]:
   """The RMSProp optimizers of `stage`, built over the variables they update.
@@ -123,12 +109,10 @@ def build_optimizers(cfg: config_lib.Config, stage: str,
     optimizer.build(variables)
     return optimizer
 
-  if stage == "joint":
-    variables = nets["generator"].trainable_variables + nets["restorer"].trainable_variables
-  else:
-    variables = nets["restorer" if stage == "dd" else "generator"].trainable_variables
-  optimizers = {"optimizer": new_optimizer(variables)}
-  if stages_lib.SPECS[stage].adversarial:
+  spec = stages_lib.SPECS[stage]
+  optimizers = {"optimizer": new_optimizer(
+      [v for name in spec.trained for v in nets[name].trainable_variables])}
+  if spec.adversarial:
     optimizers["critic_optimizer"] = new_optimizer(nets["critic"].trainable_variables)
   return optimizers
 
@@ -217,21 +201,13 @@ def _check_finite(stage: str, step: int, values: dict[str, float], manager,
 # Validation.
 
 
-def _validation_outputs(stage: str, nets: dict[str, keras.Model], corrupted_pm1):
-  """Returns {name: [B, S, S, 3] in [0, 1]} of the stage's outputs."""
-  if stage in ("pretrain", "gan"):
-    return {"inpainted": ranges.from_model(nets["generator"](corrupted_pm1, training=False))}
-  if stage == "dd":
-    return {"restored": ranges.from_model(nets["restorer"](corrupted_pm1, training=False))}
-  inpainted = nets["generator"](corrupted_pm1, training=False)
-  restored = nets["restorer"](inpainted, training=False)
-  return {"inpainted": ranges.from_model(inpainted), "restored": ranges.from_model(restored)}
+def validation_scores(stage: stages_lib.Stage, batch) -> tuple[dict[str, float], dict]:
+  """PSNR of the stage's outputs (and of the corrupted input) on a fixed batch.
 
-
-def validation_scores(stage: str, nets: dict[str, keras.Model],
-                      batch) -> tuple[dict[str, float], dict]:
-  """PSNR of the stage's outputs (and of the corrupted input) on a fixed batch."""
-  outputs = _validation_outputs(stage, nets, ranges.to_model(batch["corrupted"]))
+  Returns (scores, {output name: [B, S, S, 3] in [0, 1]}).
+  """
+  outputs = {name: ranges.from_model(images) for name, images in
+             stage.outputs(ranges.to_model(batch["corrupted"]), training=False).items()}
   clean = batch["clean"]
   scores = {"psnr_identity": float(tf.reduce_mean(metrics.psnr(clean, batch["corrupted"])))}
   for name, images in outputs.items():
@@ -293,7 +269,7 @@ def train_stage(cfg: config_lib.Config,
   lr = cfg.stage_lr(stage)
 
   with strategy.scope():
-    nets = build_networks(cfg, spec.models)
+    nets = stages_lib.build_networks(cfg, spec.models)
     vgg = None
     if spec.adversarial and cfg.loss.lambda_per > 0:
       vgg = perceptual.build_vgg_features(cfg.loss.vgg_weights,
@@ -335,23 +311,13 @@ def train_stage(cfg: config_lib.Config,
       source=test_source, max_images=t.val_images)))
 
   jit = runtime.resolve_jit_compile(t.jit_compile, strategy)
-  if stage in ("pretrain", "dd"):
-    trained = nets["restorer" if stage == "dd" else "generator"]
-    main_step = steps_lib.make_mse_step(strategy, trained, optimizers["optimizer"], global_batch,
-                                        jit_compile=jit)
-  elif stage == "gan":
-    main_step = steps_lib.make_generator_step(strategy, nets["generator"], nets["critic"], vgg,
-                                              optimizers["optimizer"], global_batch, cfg.loss,
-                                              jit_compile=jit)
-  else:
-    main_step = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
-                                          nets["critic"], vgg, optimizers["optimizer"],
-                                          global_batch, cfg.loss, jit_compile=jit)
+  wired = stages_lib.build_stage(cfg, stage, global_batch_size=global_batch, nets=nets, vgg=vgg)
+  main_step = steps_lib.make_step(strategy, wired.main, optimizers[wired.main.optimizer],
+                                  jit_compile=jit)
   critic_step = None
-  if spec.adversarial:
-    critic_step = steps_lib.make_critic_step(strategy, nets["generator"], nets["critic"],
-                                             optimizers["critic_optimizer"], global_batch, t.clip,
-                                             jit_compile=jit)
+  if wired.critic is not None:
+    critic_step = steps_lib.make_step(strategy, wired.critic,
+                                      optimizers[wired.critic.optimizer], jit_compile=jit)
 
   logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s, "
                "XLA %s.", stage, step, target, global_batch, strategy.num_replicas_in_sync, lr,
@@ -378,9 +344,8 @@ def train_stage(cfg: config_lib.Config,
       # The losses stay on the device: reading them back would make the host
       # wait for every step (a GPU would idle between steps).
       continue
-    values = {k: float(v) for k, v in main_values.items()}
-    values.update({f"critic/{k}" if k == "grad_norm" else k: float(v)
-                   for k, v in critic_values.items()})
+    values = {k: float(v) for k, v in
+              stages_lib.logged_values(main_values, critic_values).items()}
     # Before any checkpoint is written: a non-finite step never becomes one.
     _check_finite(stage, step, values, manager, t.log_every)
 
@@ -395,7 +360,7 @@ def train_stage(cfg: config_lib.Config,
       with tf.io.gfile.GFile(metrics_path, "a") as f:
         f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
     if eval_due:
-      validation, outputs = validation_scores(stage, nets, val_batch)
+      validation, outputs = validation_scores(wired, val_batch)
       with summary_writer.as_default(step=step):
         for name, value in validation.items():
           tf.summary.scalar(f"{stage}/val_{name}", value)

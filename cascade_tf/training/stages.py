@@ -16,35 +16,173 @@ pre-training" is `--stage=joint --init_from=scratch` (all networks start
 from random weights); "Only GAN" is the generator after `gan`, scored
 without the restorer (evaluate.py's `cascade_intermediate` row, or the
 `gan` stage's own validation PSNR).
+
+`build_stage` is the one place a stage is wired together: its networks,
+the objective of each update and what each update trains. `train.py`
+(`training/loop.py`), the JAX trainer (`scripts/train_jax.py`) and
+`benchmarks/bench.py` all start from it and differ only in how they take
+gradients (`training/steps.py`, `training/jax_steps.py`). This module does
+not import TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import Callable, Mapping
+
+import keras
+
+from cascade_tf import config as config_lib
+from cascade_tf.models import critic as critic_lib
+from cascade_tf.models import generator as generator_lib
+from cascade_tf.models import restorer as restorer_lib
+from cascade_tf.models.cascade import forward
+from cascade_tf.training import objectives
 
 STAGES = ("pretrain", "gan", "dd", "joint")
 ALL = "all"
+NETWORKS = ("generator", "restorer", "critic")
 
 
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
-  """What one stage trains."""
+  """What one stage trains, on what, with which objective, and what it outputs."""
 
   name: str
   track: str  # Corruption track of its training data (PROTOCOL.md).
   models: tuple[str, ...]  # Networks the stage builds and checkpoints.
   adversarial: bool  # Whether a critic is trained alongside (n_critic steps per step).
   warm_start: tuple[tuple[str, str], ...]  # (network, stage it is taken from).
+  trained: tuple[str, ...]  # Networks the main update trains (with one optimizer).
+  objective: str  # The main update's objective: "reconstruction" or "generator".
+  outputs: tuple[str, ...]  # `forward`'s outputs the stage produces, in order.
 
 
 SPECS = {
-    "pretrain": StageSpec("pretrain", "inpaint", ("generator",), False, ()),
+    "pretrain": StageSpec("pretrain", "inpaint", ("generator",), False, (), ("generator",),
+                          "reconstruction", ("inpainted",)),
     "gan": StageSpec("gan", "inpaint", ("generator", "critic"), True,
-                     (("generator", "pretrain"),)),
-    "dd": StageSpec("dd", "restore", ("restorer",), False, ()),
+                     (("generator", "pretrain"),), ("generator",), "generator", ("inpainted",)),
+    "dd": StageSpec("dd", "restore", ("restorer",), False, (), ("restorer",), "reconstruction",
+                    ("restored",)),
     "joint": StageSpec("joint", "joint", ("generator", "restorer", "critic"), True,
-                       (("generator", "gan"), ("critic", "gan"), ("restorer", "dd"))),
+                       (("generator", "gan"), ("critic", "gan"), ("restorer", "dd")),
+                       ("generator", "restorer"), "generator", ("inpainted", "restored")),
 }
+
+# The value names every trainer logs for a critic update's values that a
+# main update also has (one set of metric names for both backends).
+_CRITIC_RENAMES = {"grad_norm": "critic/grad_norm"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+  """One optimizer update of a stage, independent of the backend that takes its gradient."""
+
+  name: str  # "critic" or "main".
+  objective: Callable  # batch -> (total, {term: scalar}), see training/objectives.py.
+  trained: tuple[keras.Model, ...]  # Networks whose trainable variables it updates.
+  optimizer: str  # Name of its optimizer in a stage's checkpoint.
+  clip: float | None = None  # WGAN weight clipping after the update (critic).
+
+  @property
+  def variables(self) -> list:
+    """The trainable variables the update changes, in a fixed order."""
+    return [v for model in self.trained for v in model.trainable_variables]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A stage wired for training: its spec, networks and updates (critic first)."""
+
+  spec: StageSpec
+  nets: Mapping[str, keras.Model]
+  updates: tuple[Update, ...]
+
+  @property
+  def critic(self) -> Update | None:
+    return next((u for u in self.updates if u.name == "critic"), None)
+
+  @property
+  def main(self) -> Update:
+    return next(u for u in self.updates if u.name == "main")
+
+  def outputs(self, corrupted_pm1, training=False) -> dict:
+    """The stage's `forward` outputs ({"inpainted"} and/or {"restored"}), [-1, 1]."""
+    return forward(corrupted_pm1, self.nets.get("generator"),
+                   self.nets.get("restorer") if "restored" in self.spec.outputs else None,
+                   training=training)
+
+
+def build_networks(cfg: config_lib.Config, names) -> dict[str, keras.Model]:
+  """Builds the named networks ("generator", "critic", "restorer") for `cfg`."""
+  size = cfg.data.image_size
+  builders = {
+      "generator": lambda: generator_lib.build_generator(cfg.generator, size),
+      "critic": lambda: critic_lib.build_critic(cfg.critic, size),
+      "restorer": lambda: restorer_lib.build_restorer(cfg.restorer, size),
+  }
+  unknown = [name for name in names if name not in builders]
+  if unknown:
+    raise ValueError(f"Unknown networks {unknown}: expected some of {NETWORKS}.")
+  return {name: builders[name]() for name in names}
+
+
+def build_stage(cfg: config_lib.Config, stage: str, *, global_batch_size: int,
+                nets: Mapping[str, keras.Model] | None = None, vgg=None) -> Stage:
+  """Wires `stage`: its networks (built, or the given ones) and its updates.
+
+  Args:
+    cfg: the run's config (loss weights, clipping).
+    stage: one of STAGES.
+    global_batch_size: examples per update over all replicas (the losses'
+      per-example reduction).
+    nets: the stage's networks when the caller built (or restored) them,
+      e.g. inside a tf.distribute scope; default: built here.
+    vgg: VGG16 features for the perceptual term, needed when
+      cfg.loss.lambda_per > 0 in an adversarial stage.
+
+  Returns:
+    A `Stage`; its updates' objectives are ready to call on a batch.
+  """
+  if stage not in SPECS:
+    raise ValueError(f"Unknown stage {stage!r}: expected one of {STAGES}.")
+  spec = SPECS[stage]
+  if nets is None:
+    nets = build_networks(cfg, spec.models)
+  missing = [name for name in spec.models if name not in nets]
+  if missing:
+    raise ValueError(f"Stage {stage} needs the networks {missing}.")
+  nets = {name: nets[name] for name in spec.models}
+  if spec.objective == "reconstruction":
+    main_objective = functools.partial(objectives.reconstruction_objective, nets,
+                                       global_batch_size=global_batch_size)
+  else:
+    main_objective = functools.partial(objectives.generator_objective, nets, loss_cfg=cfg.loss,
+                                       global_batch_size=global_batch_size, vgg=vgg)
+  updates = []
+  if spec.adversarial:
+    updates.append(Update("critic", functools.partial(objectives.critic_objective, nets,
+                                                      global_batch_size=global_batch_size),
+                          (nets["critic"],), "critic_optimizer", clip=cfg.train.clip))
+  updates.append(Update("main", main_objective, tuple(nets[name] for name in spec.trained),
+                        "optimizer"))
+  return Stage(spec, nets, tuple(updates))
+
+
+def logged_values(main: Mapping[str, float], critic: Mapping[str, float] | None = None) -> dict:
+  """The values a step logs: the main update's, then the critic's under their log names.
+
+  Both updates return their terms, "total" and "grad_norm"; the critic's
+  total is its `critic_loss` (not repeated) and its gradient norm is logged
+  as "critic/grad_norm".
+  """
+  values = dict(main)
+  for name, value in (critic or {}).items():
+    if name != "total":
+      values[_CRITIC_RENAMES.get(name, name)] = value
+  return values
 
 
 def stages_to_run(stage: str) -> tuple[str, ...]:

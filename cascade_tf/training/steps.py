@@ -1,24 +1,25 @@
-"""Compiled training steps, one factory per optimizer update.
+"""The TensorFlow update: one compiled step per optimizer update of a stage.
 
-Each factory takes the models, optimizers and settings it needs and returns
-a `tf.function` that consumes one *distributed* batch (the output of
+`make_step(strategy, update, optimizer)` turns a `stages.Update` (its
+objective from `training/objectives.py` and the networks it trains) into a
+`tf.function` that consumes one *distributed* batch (the output of
 `strategy.experimental_distribute_dataset`) and returns a dict of scalar
-float32 tensors: every loss term, the weighted total and the global
-gradient norm. Nothing here reads globals or flags.
+float32 tensors: the objective's terms, "total" and the global gradient
+norm "grad_norm". What is minimised is written once, for this and the JAX
+trainer (`training/jax_steps.py`); this module owns only how TensorFlow
+takes and applies the gradient: the tape, loss scaling under
+mixed_float16, `strategy.run`, XLA, and WGAN clipping by assignment.
 
-Losses are computed per example and reduced with
-`tf.nn.compute_average_loss(..., global_batch_size)` inside each replica,
-then summed across replicas, so the update is the same whatever the number
-of replicas the global batch is split over.
+The objectives reduce per-example losses over the GLOBAL batch inside each
+replica; the replicas' results are summed, so the update is the same
+whatever the number of replicas the global batch is split over.
 
 With `jit_compile=True` each replica's whole update (forward, backward,
 optimizer, clipping) is compiled by XLA; the loop asks for it through
 `runtime.resolve_jit_compile` (on by default for single-replica CPU runs,
-where it measured fastest, docs/benchmarks.md). The VGG16 features of the
-targets are computed before the gradient tape opens.
-
-Batches come from `data.pipeline` in [0, 1]; they are converted to the
-networks' [-1, 1] with `ranges.to_model` here and nowhere else in training.
+where it measured fastest, docs/benchmarks.md). The tape watches only the
+trained variables, so nothing else (the critic's fakes, the targets' VGG16
+features) is recorded for the backward pass.
 """
 
 from __future__ import annotations
@@ -29,8 +30,7 @@ import keras
 import tensorflow as tf
 
 from cascade_tf import losses
-from cascade_tf import ranges
-from cascade_tf.config import LossConfig
+from cascade_tf.training import stages as stages_lib
 
 Step = Callable[[object], dict]
 
@@ -61,10 +61,6 @@ def _replicated(strategy: tf.distribute.Strategy, replica_fn, jit_compile: bool 
   return step
 
 
-def _inputs(batch):
-  return ranges.to_model(batch["corrupted"]), ranges.to_model(batch["clean"])
-
-
 def _apply(tape, optimizer, variables, loss):
   """Backpropagates `loss` into `variables` with `optimizer`.
 
@@ -76,14 +72,10 @@ def _apply(tape, optimizer, variables, loss):
     scaled = optimizer.scale_loss(loss)
   gradients = tape.gradient(scaled, variables)
   optimizer.apply_gradients(zip(gradients, variables))
-  norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in gradients if g is not None])
+  norm = losses.global_norm(gradients)
   if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
     norm = norm / tf.cast(optimizer.dynamic_scale, tf.float32)
   return norm
-
-
-def _mean(per_example, global_batch_size):
-  return losses.reduce_per_example(tf.cast(per_example, tf.float32), global_batch_size)
 
 
 def _replica_share(value):
@@ -92,144 +84,30 @@ def _replica_share(value):
   return tf.cast(value, tf.float32) / tf.cast(replicas, tf.float32)
 
 
-def make_mse_step(strategy, model, optimizer, global_batch_size: int, *,
-                  jit_compile: bool = False) -> Step:
-  """One update of `model` on MSE (eq. 1) alone: stages `pretrain` and `dd`.
+def make_step(strategy: tf.distribute.Strategy, update: stages_lib.Update,
+              optimizer: keras.optimizers.Optimizer, *, jit_compile: bool = False) -> Step:
+  """A compiled, cross-replica step of `update` with `optimizer`.
 
-  Returns {"mse", "total", "grad_norm"}.
+  Args:
+    strategy: the tf.distribute strategy the networks were built under.
+    update: from `stages.build_stage`: objective, trained networks, clipping.
+    optimizer: built over `update.variables` (possibly a LossScaleOptimizer).
+    jit_compile: compile each replica's update with XLA (single replica only).
+
+  Returns:
+    step(distributed batch) -> {**terms, "total", "grad_norm"}, float32
+    scalars summed over the replicas.
   """
 
   def replica_fn(batch):
-    inputs, targets = _inputs(batch)
-    with tf.GradientTape() as tape:
-      outputs = model(inputs, training=True)
-      mse = _mean(losses.mse_loss(targets, outputs), global_batch_size)
-    grad_norm = _apply(tape, optimizer, model.trainable_variables, mse)
-    return {"mse": mse, "total": mse, "grad_norm": _replica_share(grad_norm)}
-
-  return _replicated(strategy, replica_fn, jit_compile)
-
-
-def make_critic_step(strategy, generator, critic, optimizer, global_batch_size: int,
-                     clip: float, *, jit_compile: bool = False) -> Step:
-  """One critic update (eq. 5) followed by weight clipping to [-clip, clip].
-
-  The critic sees clean images as real and the generator's output on the
-  corrupted ones as fake. Returns {"critic_loss", "wasserstein",
-  "grad_norm"}, where `wasserstein` = E[D(real)] - E[D(fake)] is the
-  critic's estimate of the Wasserstein distance.
-  """
-
-  def replica_fn(batch):
-    inputs, targets = _inputs(batch)
-    fake = generator(inputs, training=True)
-    with tf.GradientTape() as tape:
-      real_scores = critic(targets, training=True)
-      fake_scores = critic(tf.stop_gradient(fake), training=True)
-      critic_loss = _mean(losses.wasserstein_critic_loss(real_scores, fake_scores),
-                          global_batch_size)
-    grad_norm = _apply(tape, optimizer, critic.trainable_variables, critic_loss)
-    losses.clip_weights(critic, clip)
-    return {"critic_loss": critic_loss, "wasserstein": -critic_loss,
-            "grad_norm": _replica_share(grad_norm)}
-
-  return _replicated(strategy, replica_fn, jit_compile)
-
-
-def _downscale(images, size):
-  """Box-filter (integer factor) or anti-aliased bilinear resize to [size, size]."""
-  height = images.shape[1]
-  if height == size:
-    return images
-  if height is not None and height % size == 0 and images.shape[2] == height:
-    factor = height // size
-    return tf.nn.avg_pool2d(images, factor, factor, "VALID")
-  return tf.image.resize(images, [size, size], method="bilinear", antialias=True)
-
-
-def _target_features(vgg, targets, size):
-  """VGG16 features of the clean targets (eqs. 2-3), or None without a perceptual term.
-
-  Called before the gradient tape opens: nothing is differentiated through
-  the targets, so the tape need not record this forward pass or keep its
-  activations.
-  """
-  if vgg is None:
-    return None
-  if size is not None:
-    targets = _downscale(targets, size)
-  return [tf.stop_gradient(f) for f in vgg(targets, training=False)]
-
-
-def _perceptual(vgg, target_features, outputs, global_batch_size, size):
-  """Eqs. (2-3) on VGG16 features, optionally of images resized to `size` px."""
-  if vgg is None:
-    return tf.constant(0.0, tf.float32)
-  if size is not None:
-    outputs = _downscale(outputs, size)
-  output_features = vgg(outputs, training=False)
-  return _mean(losses.perceptual_loss(target_features, output_features), global_batch_size)
-
-
-def _generator_terms(critic, vgg, target_features, targets, outputs, critic_input,
-                     global_batch_size, loss_cfg):
-  """The unweighted terms of eq. (7): MSE and perceptual on `outputs`, eq. (6) on `critic_input`."""
-  return {
-      "mse": _mean(losses.mse_loss(targets, outputs), global_batch_size),
-      "perceptual": _perceptual(vgg, target_features, outputs, global_batch_size,
-                                loss_cfg.perceptual_size),
-      "adversarial": _mean(losses.wasserstein_generator_loss(critic(critic_input, training=False)),
-                           global_batch_size),
-  }
-
-
-def make_generator_step(strategy, generator, critic, vgg, optimizer, global_batch_size: int,
-                        loss_cfg: LossConfig, *, jit_compile: bool = False) -> Step:
-  """One generator update on eq. (7): MSE + perceptual + adversarial (eq. 6).
-
-  `vgg` may be None when `loss_cfg.lambda_per == 0`. Returns {"mse",
-  "perceptual", "adversarial", "total", "grad_norm"}.
-  """
-
-  def replica_fn(batch):
-    inputs, targets = _inputs(batch)
-    target_features = _target_features(vgg, targets, loss_cfg.perceptual_size)
-    with tf.GradientTape() as tape:
-      outputs = generator(inputs, training=True)
-      terms = _generator_terms(critic, vgg, target_features, targets, outputs, outputs,
-                               global_batch_size, loss_cfg)
-      total = losses.total_generator_loss(terms, loss_cfg)
-    grad_norm = _apply(tape, optimizer, generator.trainable_variables, total)
+    variables = update.variables
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch([v.value for v in variables])  # The tf.Variable inside each Keras variable.
+      total, terms = update.objective(batch)
+    grad_norm = _apply(tape, optimizer, variables, total)
+    if update.clip is not None:
+      for model in update.trained:
+        losses.clip_weights(model, update.clip)
     return {**terms, "total": total, "grad_norm": _replica_share(grad_norm)}
-
-  return _replicated(strategy, replica_fn, jit_compile)
-
-
-def make_joint_step(strategy, generator, restorer, critic, vgg, optimizer, global_batch_size: int,
-                    loss_cfg: LossConfig, *, jit_compile: bool = False) -> Step:
-  """One end-to-end update of generator and restorer (paper Sec. 3.4, last step).
-
-  The final output R(G(x)) carries the MSE and perceptual terms, the
-  generator's output G(x) the adversarial term against the critic; the
-  gradient of the total flows through the restorer into the generator.
-  Returns {"mse", "perceptual", "adversarial", "total", "mse_intermediate",
-  "grad_norm"}; `mse_intermediate` (G(x) against the clean image) is
-  monitored, not optimised. One optimizer updates both networks.
-  """
-
-  def replica_fn(batch):
-    inputs, targets = _inputs(batch)
-    target_features = _target_features(vgg, targets, loss_cfg.perceptual_size)
-    with tf.GradientTape() as tape:
-      inpainted = generator(inputs, training=True)
-      restored = restorer(inpainted, training=True)
-      terms = _generator_terms(critic, vgg, target_features, targets, restored, inpainted,
-                               global_batch_size, loss_cfg)
-      total = losses.total_generator_loss(terms, loss_cfg)
-    grad_norm = _apply(tape, optimizer,
-                       generator.trainable_variables + restorer.trainable_variables, total)
-    mse_intermediate = _mean(losses.mse_loss(targets, inpainted), global_batch_size)
-    return {**terms, "total": total, "mse_intermediate": mse_intermediate,
-            "grad_norm": _replica_share(grad_norm)}
 
   return _replicated(strategy, replica_fn, jit_compile)

@@ -1,0 +1,139 @@
+"""What each training update minimises, written once for both backends.
+
+An objective takes the stage's networks (Keras models) and a batch
+({"corrupted", "clean"} float32 [B, S, S, 3] in [0, 1], as `data.pipeline`
+yields it) and returns `(total, terms)`: the scalar to differentiate and a
+dict of named float32 scalars to log. It is written in `keras.ops` and
+calls the networks as Keras layers, so that
+
+* `training/steps.py` (TensorFlow) evaluates it under a gradient tape,
+  with loss scaling, `strategy.run` and XLA, and
+* `training/jax_steps.py` (JAX) evaluates it under `keras.StatelessScope`
+  inside `jax.value_and_grad`, carrying batch-norm statistics back,
+
+and the two trainers differ only in how gradients are taken and applied.
+
+    reconstruction_objective   eq. (1) alone: stages `pretrain` (G), `dd` (R)
+    critic_objective           eq. (5): the critic against G's outputs
+    generator_objective        eq. (7): stage `gan` (G) and, with a
+                               restorer, stage `joint` (R(G(x)))
+
+Per-example losses are reduced over the GLOBAL batch
+(`losses.reduce_per_example`), so under tf.distribute the replicas' values
+sum to the batch mean. Conversions between [0, 1] and [-1, 1] go through
+`ranges`; the cascade's data flow through `models.cascade.forward`.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from cascade_tf import losses
+from cascade_tf import ranges
+from cascade_tf.config import LossConfig
+from cascade_tf.models.cascade import final_output
+from cascade_tf.models.cascade import forward
+
+
+def model_inputs(batch):
+  """(corrupted, clean) of a pipeline batch, on the networks' [-1, 1] scale."""
+  return ranges.to_model(batch["corrupted"]), ranges.to_model(batch["clean"])
+
+
+def _mean(per_example, global_batch_size):
+  return losses.reduce_per_example(per_example, global_batch_size)
+
+
+def reconstruction_objective(nets, batch, *, global_batch_size: int):
+  """Eq. (1) on the final output of the stage's generator and/or restorer.
+
+  Returns (mse, {"mse"}).
+  """
+  inputs, targets = model_inputs(batch)
+  outputs = forward(inputs, nets.get("generator"), nets.get("restorer"), training=True)
+  mse = _mean(losses.mse_loss(targets, final_output(outputs)), global_batch_size)
+  return mse, {"mse": mse}
+
+
+def critic_objective(nets, batch, *, global_batch_size: int):
+  """Eq. (5): clean images are real, the generator's outputs fake.
+
+  The generator runs in training mode (its batch-norm statistics move, as
+  in every update that runs it) and its output is a constant here: only
+  the critic is differentiated. Returns (critic_loss, {"critic_loss",
+  "wasserstein"}), where `wasserstein` = E[D(real)] - E[D(fake)] is the
+  critic's estimate of the Wasserstein distance.
+  """
+  inputs, targets = model_inputs(batch)
+  fake = ops.stop_gradient(forward(inputs, nets["generator"], training=True)["inpainted"])
+  critic = nets["critic"]
+  critic_loss = _mean(losses.wasserstein_critic_loss(critic(targets, training=True),
+                                                     critic(fake, training=True)),
+                      global_batch_size)
+  return critic_loss, {"critic_loss": critic_loss, "wasserstein": -critic_loss}
+
+
+def _downscale(images, size):
+  """Box-filter (integer factor) or anti-aliased bilinear resize to [size, size]."""
+  height = images.shape[1]
+  if height == size:
+    return images
+  if height is not None and height % size == 0 and images.shape[2] == height:
+    factor = height // size
+    return ops.average_pool(images, factor, factor, padding="valid")
+  return ops.image.resize(images, (size, size), interpolation="bilinear", antialias=True)
+
+
+def _perceptual(vgg, targets, outputs, global_batch_size, size):
+  """Eqs. (2-3) on VGG16 features, optionally of images resized to `size` px."""
+  if size is not None:
+    targets, outputs = _downscale(targets, size), _downscale(outputs, size)
+  # Nothing is differentiated through the targets' features.
+  target_features = [ops.stop_gradient(f) for f in vgg(targets, training=False)]
+  return _mean(losses.perceptual_loss(target_features, vgg(outputs, training=False)),
+               global_batch_size)
+
+
+def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size: int,
+                        vgg=None):
+  """Eq. (7): lambda_mse MSE + lambda_per perceptual + lambda_adv eq. (6).
+
+  Without a restorer in `nets` (stage `gan`) every term is on G(x). With
+  one (stage `joint`, paper Sec. 3.4's last step) the final output R(G(x))
+  carries the MSE and perceptual terms and G(x) the adversarial one, and
+  the gradient of the total flows through R into G; `mse_intermediate` (G(x)
+  against the clean image) is logged, not optimised. The critic is not
+  trained here (inference mode, not differentiated by the updates, which
+  differentiate only their own networks).
+
+  Args:
+    nets: {"generator", "critic"} and optionally "restorer".
+    batch: {"corrupted", "clean"} in [0, 1].
+    loss_cfg: the weights and the perceptual resolution.
+    global_batch_size: examples over all replicas.
+    vgg: the VGG16 feature extractor (`models.perceptual`), required when
+      loss_cfg.lambda_per > 0.
+
+  Returns:
+    (total, {"mse", "perceptual", "adversarial"} and, with a restorer,
+    "mse_intermediate"); "perceptual" is 0 when its weight is 0.
+  """
+  if loss_cfg.lambda_per > 0 and vgg is None:
+    raise ValueError("generator_objective: lambda_per > 0 needs the VGG16 features (vgg=...).")
+  inputs, targets = model_inputs(batch)
+  outputs = forward(inputs, nets["generator"], nets.get("restorer"), training=True)
+  final = final_output(outputs)
+  terms = {
+      "mse": _mean(losses.mse_loss(targets, final), global_batch_size),
+      "perceptual": ops.convert_to_tensor(0.0, "float32"),
+      "adversarial": _mean(losses.wasserstein_generator_loss(
+          nets["critic"](outputs["inpainted"], training=False)), global_batch_size),
+  }
+  if loss_cfg.lambda_per > 0:
+    terms["perceptual"] = _perceptual(vgg, targets, final, global_batch_size,
+                                      loss_cfg.perceptual_size)
+  total = losses.total_generator_loss(terms, loss_cfg)
+  if "restored" in outputs:
+    terms["mse_intermediate"] = _mean(
+        losses.mse_loss(targets, ops.stop_gradient(outputs["inpainted"])), global_batch_size)
+  return total, terms

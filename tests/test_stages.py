@@ -1,0 +1,138 @@
+"""stages.build_stage and training/objectives.py: the backend-neutral wiring of every stage."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cascade_tf import config as config_lib
+from cascade_tf import losses
+from cascade_tf.models import cascade as cascade_lib
+from cascade_tf.training import objectives
+from cascade_tf.training import stages
+
+SMALL = {"loss.lambda_per": 0.0, "generator.num_levels": 2, "generator.num_res_blocks": 1,
+         "restorer.num_encode": 2, "restorer.num_decode": 2, "critic.convs_per_group": "1,1"}
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  return config_lib.with_overrides(config_lib.tiny(), SMALL)
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  return {k: tf.constant(rng.uniform(0, 1, (2, 32, 32, 3)).astype("float32"))
+          for k in ("corrupted", "clean")}
+
+
+@pytest.mark.parametrize("stage, trained, critic, outputs", [
+    ("pretrain", ["generator"], False, ["inpainted"]),
+    ("gan", ["generator"], True, ["inpainted"]),
+    ("dd", ["restorer"], False, ["restored"]),
+    ("joint", ["generator", "restorer"], True, ["inpainted", "restored"]),
+])
+def test_build_stage_wires_each_stage(cfg, stage, trained, critic, outputs):
+  wired = stages.build_stage(cfg, stage, global_batch_size=2)
+  assert sorted(wired.nets) == sorted(stages.SPECS[stage].models)
+  assert [wired.nets[name] for name in trained] == list(wired.main.trained)
+  assert wired.main.optimizer == "optimizer" and wired.main.clip is None
+  assert len(wired.main.variables) == sum(len(wired.nets[n].trainable_variables) for n in trained)
+  if critic:
+    assert [u.name for u in wired.updates] == ["critic", "main"]
+    assert wired.critic.trained == (wired.nets["critic"],)
+    assert wired.critic.clip == cfg.train.clip and wired.critic.optimizer == "critic_optimizer"
+  else:
+    assert wired.critic is None and [u.name for u in wired.updates] == ["main"]
+  batch = _batch()
+  assert list(wired.outputs(objectives.model_inputs(batch)[0])) == outputs
+  total, terms = wired.main.objective(batch)
+  assert np.isfinite(float(total)) and "total" not in terms
+
+
+def test_reconstruction_objective_is_eq1_on_the_final_output(cfg):
+  wired = stages.build_stage(cfg, "dd", global_batch_size=4)  # Twice the batch: halves the mean.
+  batch = _batch(1)
+  total, terms = wired.main.objective(batch)
+  restorer = wired.nets["restorer"]
+  restored = restorer(batch["corrupted"] * 2 - 1, training=True)
+  expected = np.mean((restored.numpy() - (batch["clean"].numpy() * 2 - 1)) ** 2) / 2
+  assert float(total) == float(terms["mse"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_critic_and_generator_objectives_by_their_equations(cfg):
+  wired = stages.build_stage(cfg, "joint", global_batch_size=2)
+  batch = _batch(2)
+  x, y = batch["corrupted"] * 2 - 1, batch["clean"] * 2 - 1
+  nets = wired.nets
+  critic_total, critic_terms = wired.critic.objective(batch)
+  fake = nets["generator"](x, training=True)
+  real_scores, fake_scores = nets["critic"](y), nets["critic"](fake)
+  expected = float(np.mean(fake_scores.numpy()) - np.mean(real_scores.numpy()))
+  assert float(critic_total) == pytest.approx(expected, rel=1e-4, abs=1e-7)
+  assert float(critic_terms["wasserstein"]) == pytest.approx(-expected, rel=1e-4, abs=1e-7)
+
+  total, terms = wired.main.objective(batch)
+  inpainted = nets["generator"](x, training=True)
+  restored = nets["restorer"](inpainted, training=True)
+  mse = float(np.mean((restored.numpy() - y.numpy()) ** 2))
+  adversarial = -float(np.mean(nets["critic"](inpainted).numpy()))
+  assert float(terms["mse"]) == pytest.approx(mse, rel=1e-4)
+  assert float(terms["adversarial"]) == pytest.approx(adversarial, rel=1e-4, abs=1e-7)
+  assert float(terms["perceptual"]) == 0.0  # lambda_per = 0: not computed.
+  assert float(total) == pytest.approx(cfg.loss.lambda_mse * mse + cfg.loss.lambda_adv *
+                                       adversarial, rel=1e-4)
+  assert float(terms["mse_intermediate"]) == pytest.approx(
+      float(np.mean((inpainted.numpy() - y.numpy()) ** 2)), rel=1e-4)
+
+
+def test_generator_objective_needs_vgg_for_the_perceptual_term(cfg):
+  with_per = config_lib.with_overrides(cfg, {"loss.lambda_per": 1.0})
+  wired = stages.build_stage(with_per, "gan", global_batch_size=2)
+  with pytest.raises(ValueError, match="lambda_per > 0 needs the VGG16"):
+    wired.main.objective(_batch())
+
+
+def test_build_stage_and_networks_reject_bad_names(cfg):
+  with pytest.raises(ValueError, match="Unknown stage 'gans'"):
+    stages.build_stage(cfg, "gans", global_batch_size=2)
+  with pytest.raises(ValueError, match="needs the networks \\['critic'\\]"):
+    stages.build_stage(cfg, "gan", global_batch_size=2,
+                       nets=stages.build_networks(cfg, ["generator"]))
+  with pytest.raises(ValueError, match="Unknown networks \\['vgg'\\]"):
+    stages.build_networks(cfg, ["vgg"])
+
+
+def test_logged_values_names_the_critic_values():
+  logged = stages.logged_values({"mse": 1.0, "total": 2.0, "grad_norm": 3.0},
+                                {"critic_loss": -1.0, "wasserstein": 1.0, "total": -1.0,
+                                 "grad_norm": 0.5})
+  assert logged == {"mse": 1.0, "total": 2.0, "grad_norm": 3.0, "critic_loss": -1.0,
+                    "wasserstein": 1.0, "critic/grad_norm": 0.5}
+  assert stages.logged_values({"mse": 1.0}) == {"mse": 1.0}
+
+
+def test_forward_and_build_cascade_agree(cfg):
+  nets = stages.build_networks(cfg, ["generator", "restorer"])
+  x = objectives.model_inputs(_batch(3))[0]
+  model = cascade_lib.build_cascade(nets["generator"], nets["restorer"])
+  direct = cascade_lib.forward(x, nets["generator"], nets["restorer"], training=False)
+  via_model = model(x, training=False)
+  assert list(direct) == list(via_model) == ["inpainted", "restored"]
+  for name in direct:
+    np.testing.assert_allclose(direct[name].numpy(), via_model[name].numpy(), atol=1e-6)
+  np.testing.assert_array_equal(cascade_lib.final_output(direct).numpy(),
+                                direct["restored"].numpy())
+  with pytest.raises(ValueError, match="needs a generator, a restorer or both"):
+    cascade_lib.forward(x)
+
+
+def test_clip_values_and_global_norm_by_hand():
+  clipped = losses.clip_values([tf.constant([-1.0, 0.005, 2.0]), keras.Variable([[0.3]])], 0.01)
+  np.testing.assert_allclose(clipped[0].numpy(), [-0.01, 0.005, 0.01])
+  np.testing.assert_allclose(np.asarray(clipped[1]), [[0.01]])
+  with pytest.raises(ValueError, match="must be > 0"):
+    losses.clip_values([tf.constant([1.0])], -1)
+  norm = losses.global_norm([tf.constant([3.0]), None, tf.constant([[4.0, 12.0]])])
+  assert float(norm) == pytest.approx(13.0)
+  assert float(losses.global_norm([])) == 0.0
