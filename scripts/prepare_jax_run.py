@@ -1,11 +1,14 @@
-"""Packs training images and blur kernels for scripts/train_jax.py.
+"""Packs training images and corruption parameters for scripts/train_jax.py.
 
 The JAX trainer runs on machines without TensorFlow, so what needs
 TensorFlow happens here, once:
 
-* blur kernels: `--kernels` kernels drawn by this package's own sampler
-  (`cascade_tf.data.corruptions.sample_corruption`: half Gaussian, half
-  motion, PROTOCOL.md's ranges), saved as `kernels.npy` [N, k, k];
+* corruption parameters: `--kernels` draws of this package's own sampler
+  (`cascade_tf.data.corruptions.sample_corruption`: blur kernels half
+  Gaussian, half motion, and noise levels, PROTOCOL.md's ranges), saved as
+  `corruption_bank.npz` with `blur_kernel` [N, k, k] and `noise_sigma` [N]
+  (row i of both from one draw); the trainer applies them with the same
+  `cascade_tf.data.appliers` as the tf.data pipeline;
 * training images: every readable image of `--image_dirs`, shrunk so that
   its short side is ceil(S / train_crop_min_fraction) px (the largest size
   a training crop is ever taken at before it is resized to S), re-encoded
@@ -43,21 +46,31 @@ import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 _IMAGE_DIRS = flags.DEFINE_list("image_dirs", None, "Folders of training images.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Bundle folder to write (must not exist).")
-_KERNELS = flags.DEFINE_integer("kernels", 4096, "Blur kernels to draw.")
-_KERNEL_SEED = flags.DEFINE_integer("kernel_seed", 1, "Seed of the kernel draws.")
+_KERNELS = flags.DEFINE_integer("kernels", 4096, "Corruption draws (blur kernel + noise level) "
+                                "in the bank.")
+_KERNEL_SEED = flags.DEFINE_integer("kernel_seed", 1, "Seed of the bank's draws.")
 _QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the packed images.")
 _CONFIG_FLAGS = ("image_size", "hole_size")
 cli.define_flags(flags, _CONFIG_FLAGS)
 
 
-def kernel_bank(data_cfg, count: int, seed: int) -> np.ndarray:
-  """`count` blur kernels [count, k, k] from the package's own sampler."""
+def corruption_bank(data_cfg, count: int, seed: int) -> dict[str, np.ndarray]:
+  """`count` draws of the package's sampler: {"blur_kernel" [count, k, k], "noise_sigma" [count]}.
+
+  Draw i uses the stateless seed (seed, i).
+  """
   seeds = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)),
                     tf.range(count, dtype=tf.int64)], axis=1)
-  kernels = tf.map_fn(
-      lambda s: corruptions.sample_corruption(s, [1, 1, 1], data_cfg)["blur_kernel"], seeds,
-      fn_output_signature=tf.TensorSpec([data_cfg.blur_kernel_size] * 2, tf.float32))
-  return kernels.numpy()
+  size = data_cfg.blur_kernel_size
+
+  def draw(one_seed):
+    params = corruptions.sample_corruption(one_seed, [1, 1, 1], data_cfg)
+    return {"blur_kernel": params["blur_kernel"], "noise_sigma": params["noise_sigma"]}
+
+  bank = tf.map_fn(draw, seeds, fn_output_signature={
+      "blur_kernel": tf.TensorSpec([size, size], tf.float32),
+      "noise_sigma": tf.TensorSpec([], tf.float32)})
+  return {name: value.numpy().astype(np.float32) for name, value in bank.items()}
 
 
 def pack_images(image_dirs, out_dir: str, short_side: int, quality: int) -> dict:
@@ -103,10 +116,10 @@ def main(argv):
                        _QUALITY.value)
   if not counts["images"]:
     raise app.UsageError(f"--image_dirs={','.join(_IMAGE_DIRS.value)}: no readable image.")
-  kernels = kernel_bank(cfg.data, _KERNELS.value, _KERNEL_SEED.value)
-  np.save(os.path.join(_OUT_DIR.value, "kernels.npy"), kernels.astype(np.float32))
+  bank = corruption_bank(cfg.data, _KERNELS.value, _KERNEL_SEED.value)
+  np.savez(os.path.join(_OUT_DIR.value, "corruption_bank.npz"), **bank)
   info = {"image_dirs": _IMAGE_DIRS.value, "short_side": short_side,
-          "jpeg_quality": _QUALITY.value, "kernels": int(kernels.shape[0]),
+          "jpeg_quality": _QUALITY.value, "kernels": int(bank["blur_kernel"].shape[0]),
           "kernel_seed": _KERNEL_SEED.value, **counts}
   with open(os.path.join(_OUT_DIR.value, "bundle.json"), "w") as f:
     json.dump(info, f, indent=1)

@@ -1,21 +1,25 @@
-"""Runs pieces of scripts/train_jax.py under Keras' JAX backend, for tests/test_jax_training.py.
+"""Runs the JAX side of tests/test_jax_training.py under Keras' JAX backend.
 
 The test process runs Keras on TensorFlow, and a process has one Keras
 backend, so the JAX side runs here, in a subprocess:
 
-    python tests/jax_worker.py updates DIR   # one critic + one joint update
-    python tests/jax_worker.py corrupt DIR   # the trainer's corruptions
+    python tests/jax_worker.py updates DIR   # one update of each network, every stage
+    python tests/jax_worker.py corrupt DIR   # the appliers, and sampling from a bank
 
-`updates` reads DIR/config.json (the networks' config), DIR/init
-(weights_io shards of its generator, restorer and critic) and DIR/batch.npz
-(x, y in [-1, 1]), applies one critic update
-and one joint update with RMSProp(1e-3), and writes DIR/after (shards) and
-DIR/losses.json. `corrupt` reads DIR/clean.npz (clean, kernel) and writes
-DIR/corrupted.npz with the restore, joint and inpaint corruptions (noise
-sigma 0).
+`updates` reads DIR/config.json (the networks' config) and, for each stage
+named in DIR/stages.json, DIR/<stage>/init (weights_io shards of the
+stage's networks) and DIR/<stage>/batch.npz (corrupted, clean in [0, 1]);
+it applies the stage's critic update (if it has one) and then its main
+update, each once with RMSProp(1e-3), through `training.jax_steps`, and
+writes DIR/<stage>/after (shards) and DIR/<stage>/values.json (the logged
+values, `stages.logged_values`).
+
+`corrupt` reads DIR/params.npz (clean, blur_kernel, noise, mask) and writes
+DIR/corrupted.npz: `appliers.corrupt` on every track, and
+`jax_steps.sample_corruptions` from the bank in DIR/bank.npz on the joint
+track (key 0).
 """
 
-import importlib.util
 import json
 import os
 import sys
@@ -31,56 +35,48 @@ import numpy as np
 
 from cascade_tf import config as config_lib
 from cascade_tf import weights_io
-
-
-def _train_jax():
-  spec = importlib.util.spec_from_file_location("train_jax",
-                                                os.path.join(ROOT, "scripts", "train_jax.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from cascade_tf.data import appliers
+from cascade_tf.training import jax_steps
+from cascade_tf.training import stages as stages_lib
 
 
 def updates(directory):
-  train_jax = _train_jax()
   with open(os.path.join(directory, "config.json")) as f:
     cfg = config_lib.from_json(f.read())
-  models = {name: train_jax.build(name, cfg) for name in ("generator", "restorer", "critic")}
-  for name, model in models.items():
-    weights_io.load_weights(model, os.path.join(directory, "init"), name)
-  nets = {name: train_jax.Net(model) for name, model in models.items()}
-  optimizer, opt_vars = train_jax.new_optimizer(
-      1e-3, models["generator"].trainable_variables + models["restorer"].trainable_variables)
-  critic_optimizer, critic_opt_vars = train_jax.new_optimizer(
-      1e-3, models["critic"].trainable_variables)
-  critic_update, main_update = train_jax.make_updates("joint", nets, optimizer, critic_optimizer,
-                                                      cfg)
-  with np.load(os.path.join(directory, "batch.npz")) as batch:
-    x, y = jnp.asarray(batch["x"]), jnp.asarray(batch["y"])
-  g, r, c = nets["generator"], nets["restorer"], nets["critic"]
-  (g_vars, c_vars, _), critic_values = jax.jit(critic_update)(
-      ((g.trainable, g.non_trainable), (c.trainable, c.non_trainable), critic_opt_vars), x, y)
-  main_vars = (list(g_vars[0]) + r.trainable, list(g_vars[1]) + r.non_trainable)
-  (main_vars, c_vars, _), main_values = jax.jit(main_update)((main_vars, c_vars, opt_vars), x, y)
-  n, n_nt = len(g.trainable), len(g.non_trainable)
-  g.trainable, g.non_trainable = main_vars[0][:n], main_vars[1][:n_nt]
-  r.trainable, r.non_trainable = main_vars[0][n:], main_vars[1][n_nt:]
-  c.trainable, c.non_trainable = list(c_vars[0]), list(c_vars[1])
-  for name, net in nets.items():
-    net.write_back()
-    weights_io.save_weights(net.model, os.path.join(directory, "after"), name)
-  with open(os.path.join(directory, "losses.json"), "w") as f:
-    json.dump({k: float(v) for k, v in {**critic_values, **main_values}.items()}, f)
+  with open(os.path.join(directory, "stages.json")) as f:
+    stage_names = json.load(f)
+  for name in stage_names:
+    stage_dir = os.path.join(directory, name)
+    wired = stages_lib.build_stage(cfg, name, global_batch_size=cfg.train.batch_size)
+    for network, model in wired.nets.items():
+      weights_io.load_weights(model, os.path.join(stage_dir, "init"), network)
+    with np.load(os.path.join(stage_dir, "batch.npz")) as data:
+      batch = {k: jnp.asarray(data[k]) for k in ("corrupted", "clean")}
+    values = [v.value for v in jax_steps.stage_variables(wired)]
+    logged = {}
+    for update in wired.updates:  # The critic first.
+      optimizer, optimizer_values = jax_steps.new_optimizer(update, 1e-3)
+      fn = jax.jit(jax_steps.make_update(wired, update, optimizer))
+      values, _, logged[update.name] = fn(values, optimizer_values, batch)
+    jax_steps.write_back(wired, values)
+    for network, model in wired.nets.items():
+      weights_io.save_weights(model, os.path.join(stage_dir, "after"), network)
+    merged = stages_lib.logged_values(logged["main"], logged.get("critic"))
+    with open(os.path.join(stage_dir, "values.json"), "w") as f:
+      json.dump({k: float(v) for k, v in merged.items()}, f)
 
 
 def corrupt(directory):
-  train_jax = _train_jax()
-  cfg = config_lib.with_overrides(config_lib.tiny(), {"data.noise_sigma_max": 0.0})
-  with np.load(os.path.join(directory, "clean.npz")) as data:
-    clean, kernel = jnp.asarray(data["clean"]), jnp.asarray(data["kernel"])
-  key = jax.random.key(0)
-  out = {track: np.asarray(train_jax.corrupt(clean, key, kernel[None], track, cfg.data))
-         for track in ("restore", "joint", "inpaint")}
+  cfg = config_lib.tiny().data
+  with np.load(os.path.join(directory, "params.npz")) as data:
+    params = {k: jnp.asarray(data[k]) for k in data.files}
+  out = {track: np.asarray(appliers.corrupt(
+      params["clean"], track, kernels=params["blur_kernel"], noise=params["noise"],
+      mask=params["mask"], fill=cfg.hole_fill)) for track in ("restore", "joint", "inpaint")}
+  with np.load(os.path.join(directory, "bank.npz")) as data:
+    bank = {k: jnp.asarray(data[k]) for k in data.files}
+  sampled = jax_steps.sample_corruptions(params["clean"], jax.random.key(0), bank, "joint", cfg)
+  out["sampled"] = np.asarray(sampled["corrupted"])
   np.savez(os.path.join(directory, "corrupted.npz"), **out)
 
 

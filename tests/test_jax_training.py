@@ -18,9 +18,11 @@ import tensorflow as tf
 from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import weights_io
+from cascade_tf.data import appliers
 from cascade_tf.data import corruptions
 from cascade_tf.training import imported
 from cascade_tf.training import loop
+from cascade_tf.training import stages as stages_lib
 from cascade_tf.training import steps as steps_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +52,7 @@ def _weights(model):
 def test_weights_io_round_trip_shards_and_errors(tmp_path):
   cfg = _tiny()
   keras.utils.set_random_seed(1)
-  [generator] = loop.build_networks(cfg, ["generator"]).values()
+  [generator] = stages_lib.build_networks(cfg, ["generator"]).values()
   paths = weights_io.save_weights(generator, str(tmp_path / "w"), "generator", max_bytes=4096)
   assert len(paths) > 3 and paths[-1].endswith("generator.json")  # Several shards, manifest last.
   manifest = weights_io.read_manifest(str(tmp_path / "w"), "generator")
@@ -59,7 +61,7 @@ def test_weights_io_round_trip_shards_and_errors(tmp_path):
     assert len(shard["indices"]) == 1 or sum(sizes[i] for i in shard["indices"]) <= 4096
 
   keras.utils.set_random_seed(2)
-  [other] = loop.build_networks(cfg, ["generator"]).values()
+  [other] = stages_lib.build_networks(cfg, ["generator"]).values()
   assert any(not np.array_equal(a, b) for a, b in zip(_weights(generator), _weights(other)))
   manifest = weights_io.load_weights(other, str(tmp_path / "w"), "generator")
   assert manifest["num_params"] == generator.count_params()
@@ -72,7 +74,7 @@ def test_weights_io_round_trip_shards_and_errors(tmp_path):
     assert b.dtype == np.float32
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
-  [restorer] = loop.build_networks(cfg, ["restorer"]).values()
+  [restorer] = stages_lib.build_networks(cfg, ["restorer"]).values()
   with pytest.raises(ValueError, match=r"generator\.json.*different configuration"):
     weights_io.load_weights(restorer, str(tmp_path / "w"), "generator")
   with pytest.raises(FileNotFoundError, match="restorer.json"):
@@ -83,63 +85,83 @@ def test_weights_io_round_trip_shards_and_errors(tmp_path):
 
 
 def test_jax_corruptions_match_tensorflow(tmp_path):
+  """The tf.data pipeline's corruptions and the JAX trainer's, from the same sampled parameters."""
+  cfg = config_lib.tiny().data
   rng = np.random.default_rng(0)
-  clean = rng.uniform(0, 1, (2, 32, 32, 3)).astype("float32")
-  kernel = corruptions.motion_kernel(tf.constant(7.0), tf.constant(0.7), 15).numpy()
-  np.savez(tmp_path / "clean.npz", clean=clean, kernel=kernel)
+  clean = rng.uniform(0.2, 0.8, (2, 32, 32, 3)).astype("float32")
+  seeds = np.array([[5, 0], [5, 1]], np.int64)
+  params = [corruptions.sample_corruption(seed, [32, 32, 3], cfg) for seed in seeds]
+  kernels = np.stack([p["blur_kernel"].numpy() for p in params])
+  noise = np.stack([p["noise"].numpy() for p in params])
+  assert noise.std() > 0.01  # Noise on.
+  mask = appliers.hole_mask(32, 32, cfg.hole_size)[None].numpy()
+  np.savez(tmp_path / "params.npz", clean=clean, blur_kernel=kernels, noise=noise, mask=mask)
+  delta = corruptions.delta_kernel(cfg.blur_kernel_size).numpy()[None]
+  np.savez(tmp_path / "bank.npz", blur_kernel=delta, noise_sigma=np.array([0.05], np.float32))
   proc = _run([ROOT / "tests" / "jax_worker.py", "corrupt", tmp_path])
   assert proc.returncode == 0, proc.stderr[-3000:]
   with np.load(tmp_path / "corrupted.npz") as out:
     jax_out = {k: out[k] for k in out.files}
 
-  cfg = config_lib.tiny().data
-  blurred = tf.clip_by_value(corruptions.blur(clean, np.stack([kernel] * 2)), 0.0, 1.0).numpy()
-  np.testing.assert_allclose(jax_out["restore"], blurred, atol=2e-5)
-  holed, _ = corruptions.apply_hole(blurred, cfg.hole_size, cfg.hole_fill)
-  np.testing.assert_allclose(jax_out["joint"], holed.numpy(), atol=2e-5)
-  holed_clean, _ = corruptions.apply_hole(clean, cfg.hole_size, cfg.hole_fill)
-  np.testing.assert_array_equal(jax_out["inpaint"], holed_clean.numpy())
+  for track in ("restore", "joint", "inpaint"):
+    expected = corruptions.corrupt_batch(clean, seeds, track, cfg)["corrupted"].numpy()
+    np.testing.assert_allclose(jax_out[track], expected, atol=1e-5, err_msg=track)
+  # From a bank of one draw (no blur, sigma 0.05): the hole filled, noise of that sigma elsewhere.
+  hole = mask[0, :, :, 0] > 0
+  sampled = jax_out["sampled"]
+  np.testing.assert_array_equal(sampled[:, hole], cfg.hole_fill)
+  residual = (sampled - clean)[:, ~hole]
+  assert abs(residual.mean()) < 0.005 and residual.std() == pytest.approx(0.05, rel=0.05)
 
 
 def test_jax_updates_match_tensorflow_updates(tmp_path):
-  """One critic and one joint update, from the same weights and batch, on both backends."""
-  cfg = _tiny()
-  keras.utils.set_random_seed(3)
-  nets = loop.build_networks(cfg, ["generator", "restorer", "critic"])
-  for name, net in nets.items():
-    weights_io.save_weights(net, str(tmp_path / "init"), name)
+  """Every stage's updates, from the same weights and noisy batch, on both backends."""
+  cfg = config_lib.with_overrides(_tiny(), {"train.batch_size": 4})
   (tmp_path / "config.json").write_text(config_lib.to_json(cfg))
+  (tmp_path / "stages.json").write_text(json.dumps(list(stages_lib.STAGES)))
+  strategy = tf.distribute.get_strategy()
+  wired, batches = {}, {}
   rng = np.random.default_rng(0)
-  batch = {k: rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32") for k in ("corrupted", "clean")}
-  np.savez(tmp_path / "batch.npz", x=batch["corrupted"] * 2 - 1, y=batch["clean"] * 2 - 1)
+  for stage in stages_lib.STAGES:
+    keras.utils.set_random_seed(3)
+    wired[stage] = stages_lib.build_stage(cfg, stage, global_batch_size=4)
+    for name, net in wired[stage].nets.items():
+      weights_io.save_weights(net, str(tmp_path / stage / "init"), name)
+    clean = rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+    seeds = np.stack([np.full(4, 7), np.arange(4)], axis=1)
+    corrupted = corruptions.corrupt_batch(clean, seeds, stages_lib.SPECS[stage].track,
+                                          cfg.data)["corrupted"].numpy()
+    batches[stage] = {"corrupted": corrupted, "clean": clean}
+    np.savez(tmp_path / stage / "batch.npz", **batches[stage])
   proc = _run([ROOT / "tests" / "jax_worker.py", "updates", tmp_path])
   assert proc.returncode == 0, proc.stderr[-3000:]
 
-  strategy = tf.distribute.get_strategy()
-  optimizer = keras.optimizers.RMSprop(1e-3)
-  critic_optimizer = keras.optimizers.RMSprop(1e-3)
-  critic_step = steps_lib.make_critic_step(strategy, nets["generator"], nets["critic"],
-                                           critic_optimizer, 4, cfg.train.clip)
-  joint_step = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
-                                         nets["critic"], None, optimizer, 4, cfg.loss)
-  tf_batch = {k: tf.constant(v) for k, v in batch.items()}
-  tf_losses = {k: float(v) for k, v in {**critic_step(tf_batch), **joint_step(tf_batch)}.items()}
-
-  jax_losses = json.loads((tmp_path / "losses.json").read_text())
-  for key in ("critic_loss", "mse", "adversarial", "total", "mse_intermediate"):
-    assert jax_losses[key] == pytest.approx(tf_losses[key], rel=1e-3, abs=1e-6), key
-  for name, net in nets.items():
-    [after] = loop.build_networks(cfg, [name]).values()
-    weights_io.load_weights(after, str(tmp_path / "after"), name)
-    initial = keras.models.clone_model(after)
-    weights_io.load_weights(initial, str(tmp_path / "init"), name)
-    moved = 0.0
-    for tf_w, jax_w, init_w in zip(_weights(net), _weights(after), _weights(initial)):
-      np.testing.assert_allclose(jax_w, tf_w, atol=1e-4, err_msg=name)
-      moved = max(moved, float(np.abs(tf_w - init_w).max()))
-    assert moved > 5e-4, name  # The update did change the weights (lr 1e-3).
-  critic_max = max(float(np.abs(w).max()) for w in _weights(after))
-  assert critic_max <= cfg.train.clip + 1e-7  # The last network loaded is the clipped critic.
+  for stage, stage_wired in wired.items():
+    batch = {k: tf.constant(v) for k, v in batches[stage].items()}
+    logged = {}
+    for update in stage_wired.updates:  # The critic first.
+      step = steps_lib.make_step(strategy, update, keras.optimizers.RMSprop(1e-3))
+      logged[update.name] = step(batch)
+    tf_values = {k: float(v) for k, v in
+                 stages_lib.logged_values(logged["main"], logged.get("critic")).items()}
+    jax_values = json.loads((tmp_path / stage / "values.json").read_text())
+    assert jax_values.keys() == tf_values.keys(), stage
+    assert "grad_norm" in tf_values and ("critic/grad_norm" in tf_values) == (stage in (
+        "gan", "joint"))
+    for key, value in tf_values.items():
+      assert jax_values[key] == pytest.approx(value, rel=1e-3, abs=1e-6), (stage, key)
+    for name, net in stage_wired.nets.items():
+      [after] = stages_lib.build_networks(cfg, [name]).values()
+      weights_io.load_weights(after, str(tmp_path / stage / "after"), name)
+      [initial] = stages_lib.build_networks(cfg, [name]).values()
+      weights_io.load_weights(initial, str(tmp_path / stage / "init"), name)
+      moved = 0.0
+      for tf_w, jax_w, init_w in zip(_weights(net), _weights(after), _weights(initial)):
+        np.testing.assert_allclose(jax_w, tf_w, atol=1e-4, err_msg=f"{stage} {name}")
+        moved = max(moved, float(np.abs(tf_w - init_w).max()))
+      assert moved > 5e-4, (stage, name)  # The update changed the weights (lr 1e-3).
+      if name == "critic":
+        assert max(float(np.abs(w).max()) for w in _weights(after)) <= cfg.train.clip + 1e-7
 
 
 def test_prepare_train_jax_import_end_to_end(tmp_path):
@@ -158,9 +180,16 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   info = json.loads((bundle / "bundle.json").read_text())
   assert (info["images"], info["skipped"]) == (3, 1)
   assert "broken.jpg" in proc.stderr
-  kernels = np.load(bundle / "kernels.npy")
-  assert kernels.shape == (16, 15, 15)
+  with np.load(bundle / "corruption_bank.npz") as bank:
+    kernels, sigmas = bank["blur_kernel"], bank["noise_sigma"]
+  assert kernels.shape == (16, 15, 15) and sigmas.shape == (16,)
   np.testing.assert_allclose(kernels.sum(axis=(1, 2)), 1.0, atol=1e-5)
+  data_cfg = config_lib.tiny().data
+  assert np.all((sigmas >= data_cfg.noise_sigma_min) & (sigmas <= data_cfg.noise_sigma_max))
+  # Row i is the sampler's draw with seed (kernel_seed=1, i).
+  draw = corruptions.sample_corruption(np.array([1, 3]), [1, 1, 1], data_cfg)
+  np.testing.assert_array_equal(kernels[3], draw["blur_kernel"].numpy())
+  assert sigmas[3] == draw["noise_sigma"].numpy()
   with Image.open(next((bundle / "images").glob("*astronaut*"))) as packed:
     assert min(packed.size) == 54  # ceil(32 / 0.6): the largest crop scale, no larger.
 
@@ -191,13 +220,13 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert cfg.generator.num_levels == 2 and cfg.critic.convs_per_group == (1, 1)
   loaded = inference.load_workdir_cascade(str(workdir), fold_batch_norm=False)
   assert all("/joint/checkpoints/ckpt-2" in path for path in loaded.weights_from.values())
-  [generator] = loop.build_networks(cfg, ["generator"]).values()
+  [generator] = stages_lib.build_networks(cfg, ["generator"]).values()
   weights_io.load_weights(generator, str(run_dir), "generator")
   for a, b in zip(_weights(generator), _weights(loaded.generator)):
     np.testing.assert_array_equal(a, b)
   assert json.loads((workdir / "imported.json").read_text())["stages"][0]["stage"] == "dd"
   # train.py can resume the imported stage: its checkpoint holds what train_stage builds.
-  nets = loop.build_networks(cfg, ["generator", "restorer", "critic"])
+  nets = stages_lib.build_networks(cfg, ["generator", "restorer", "critic"])
   tf.train.Checkpoint(
       step=tf.Variable(0, dtype=tf.int64), batches_drawn=tf.Variable(0, dtype=tf.int64), **nets,
       **loop.build_optimizers(cfg, "joint", nets)).restore(
