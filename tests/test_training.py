@@ -20,6 +20,7 @@ from cascade_tf import config as config_lib
 from cascade_tf.data import pipeline
 from cascade_tf.training import loop
 from cascade_tf.training import schedule
+from cascade_tf.training import stages as stages_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +34,7 @@ def _tiny(**overrides):
 
 def _variables(path, network):
   """The weights of `network` as restored from the checkpoint at `path`."""
-  net = loop.build_networks(_tiny(), [network])[network]
+  net = stages_lib.build_networks(_tiny(), [network])[network]
   tf.train.Checkpoint(**{network: net}).restore(path).expect_partial() \
       .assert_existing_objects_matched()
   return {v.path: v.numpy() for v in net.weights}
@@ -79,7 +80,7 @@ def test_each_stage_changes_its_weights(chained):
   # pretrain and dd moved away from the seeded initialisation.
   for stage, network in (("pretrain", "generator"), ("dd", "restorer")):
     tf.keras.utils.set_random_seed(_tiny().train.seed)
-    fresh = loop.build_networks(_tiny(), [network])[network]
+    fresh = stages_lib.build_networks(_tiny(), [network])[network]
     assert _differs(_variables(ckpt[stage], network), {v.path: v.numpy() for v in fresh.weights})
 
 
@@ -196,7 +197,7 @@ tf.config.set_logical_device_configuration(
 import keras
 from cascade_tf import config as config_lib
 from cascade_tf import runtime
-from cascade_tf.training import loop, steps
+from cascade_tf.training import loop, stages, steps
 
 cfg = config_lib.tiny()
 batch_np = {
@@ -207,10 +208,11 @@ batch_np = {
 def one_update(strategy):
   with strategy.scope():
     keras.utils.set_random_seed(0)
-    net = loop.build_networks(cfg, ["generator"])["generator"]
+    wired = stages.build_stage(cfg, "pretrain", global_batch_size=4)
+    net = wired.nets["generator"]
     opt = keras.optimizers.RMSprop(1e-3)
     opt.build(net.trainable_variables)
-  step = steps.make_mse_step(strategy, net, opt, 4)
+  step = steps.make_step(strategy, wired.main, opt)
   dataset = tf.data.Dataset.from_tensors(batch_np)
   out = step(next(iter(strategy.experimental_distribute_dataset(dataset))))
   return float(out["mse"]), [v.numpy() for v in net.trainable_variables]
@@ -251,10 +253,23 @@ def test_report_plots_curves_and_tabulates_validation(chained, tmp_path):
   from cascade_tf.training import report
   workdir, _ = chained
   png = tmp_path / "curves.png"
-  report.plot_curves(workdir, str(png))
-  assert png.stat().st_size > 10_000
+  drawn = report.plot_curves(workdir, str(png))
+  logged = report.load_metrics(workdir)
+  assert list(drawn) == list(logged) == ["pretrain", "gan", "dd", "joint"]
+  assert set(drawn["pretrain"]["losses"]) == {"mse"}
+  assert set(drawn["dd"]["validation"]) == {"identity", "restored"}
+  assert set(drawn["joint"]["validation"]) == {"identity", "inpainted", "restored"}
+  # The joint stage's curves: its terms at every logged step, with the logged values.
+  assert {"mse", "adversarial", "mse_intermediate", "critic_loss"} <= set(drawn["joint"]["losses"])
+  joint_rows = logged["joint"]["train"]
+  assert drawn["joint"]["losses"]["mse"] == [(r["step"], r["mse"]) for r in joint_rows]
+  from PIL import Image
+  with Image.open(png) as image:  # 4 stage columns of 4.2 in, 2 rows of 3.25 in, 110 dpi.
+    assert image.size == (round(4 * 4.2 * 110), round(6.5 * 110))
   table = report.validation_table(workdir)
-  assert "| joint | joint | 2 | restored |" in table
+  last = logged["joint"]["val"][-1]
+  assert ("| joint | joint | 2 | restored | " in table
+          and f"| {last['val_psnr_restored']:.2f} | {last['val_psnr_identity']:.2f} |" in table)
   assert "| dd | restore | 2 | restored |" in table
   with pytest.raises(ValueError, match="metrics.jsonl"):
     report.load_metrics(str(tmp_path))
@@ -303,17 +318,16 @@ def test_xla_compiled_updates_match_the_graph_updates():
 
   def updates(jit):
     keras.utils.set_random_seed(3)
-    nets = loop.build_networks(cfg, ["generator", "restorer", "critic"])
     vgg = perceptual.build_vgg_features("none", 32)
-    variables = nets["generator"].trainable_variables + nets["restorer"].trainable_variables
-    optimizers = [keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3)]
-    critic = steps_lib.make_critic_step(strategy, nets["generator"], nets["critic"],
-                                        optimizers[0], 4, 0.01, jit_compile=jit)
-    joint = steps_lib.make_joint_step(strategy, nets["generator"], nets["restorer"],
-                                      nets["critic"], vgg, optimizers[1], 4, cfg.loss,
-                                      jit_compile=jit)
-    out = {**critic(batch), **joint(batch)}
-    weights = [v.numpy() for v in variables + nets["critic"].trainable_variables]
+    wired = stages_lib.build_stage(cfg, "joint", global_batch_size=4, vgg=vgg)
+    nets = wired.nets
+    critic = steps_lib.make_step(strategy, wired.critic, keras.optimizers.RMSprop(1e-3),
+                                 jit_compile=jit)
+    joint = steps_lib.make_step(strategy, wired.main, keras.optimizers.RMSprop(1e-3),
+                                jit_compile=jit)
+    critic_values = critic(batch)  # The critic updates first, as in the loop.
+    out = stages_lib.logged_values(joint(batch), critic_values)
+    weights = [v.numpy() for v in wired.main.variables + nets["critic"].trainable_variables]
     clipped = max(float(np.abs(v.numpy()).max()) for v in nets["critic"].trainable_variables)
     return {k: float(v) for k, v in out.items()}, weights, clipped
 
@@ -327,7 +341,29 @@ def test_xla_compiled_updates_match_the_graph_updates():
   assert xla_clipped <= 0.01 + 1e-7  # Weight clipping ran inside the compiled critic update.
 
 
-def test_training_loop_runs_xla_compiled_steps(tmp_path):
-  [result] = loop.train(_tiny(**{"train.jit_compile": "on"}), "pretrain", str(tmp_path))
-  assert result.step == 2 and np.isfinite(result.last_losses["mse"])
-  assert loop.latest_checkpoint(str(tmp_path), "pretrain").endswith("ckpt-2")
+XLA_SCRIPT = r"""
+import sys
+import numpy as np
+from cascade_tf import config as config_lib
+from cascade_tf.training import loop
+cfg = config_lib.with_overrides(config_lib.tiny(), {
+    "train.steps": 2, "train.checkpoint_every": 1, "train.eval_every": 2, "train.log_every": 1,
+    "train.jit_compile": sys.argv[2]})
+[result] = loop.train(cfg, "pretrain", sys.argv[1])
+assert result.step == 2 and np.isfinite(result.last_losses["mse"]), result
+assert loop.latest_checkpoint(sys.argv[1], "pretrain").endswith("ckpt-2")
+print("OK")
+"""
+
+
+@pytest.mark.parametrize("jit", ["on", "off"])
+def test_training_loop_runs_xla_compiled_steps(tmp_path, jit):
+  """With jit_compile on, XLA compiles the update (its HLO is dumped); off, it does not."""
+  dump = tmp_path / "xla_dump"
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT),
+         "XLA_FLAGS": f"--xla_dump_to={dump}"}
+  out = subprocess.run([sys.executable, "-c", XLA_SCRIPT, str(tmp_path / "work"), jit],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+  modules = [p.name for p in dump.glob("*replica_fn*")] if dump.exists() else []
+  assert bool(modules) == (jit == "on"), modules[:5]

@@ -41,19 +41,27 @@ def load_metrics(workdir: str) -> dict[str, dict[str, list[dict]]]:
   return out
 
 
-def plot_curves(workdir: str, output_png: str) -> None:
-  """Loss terms (top row) and validation PSNR (bottom row), one column per stage."""
+def plot_curves(workdir: str, output_png: str) -> dict[str, dict[str, dict[str, list]]]:
+  """Loss terms (top row) and validation PSNR (bottom row), one column per stage.
+
+  Returns what was drawn: {stage: {"losses": {term: [(step, value)]},
+  "validation": {output: [(step, PSNR dB)]}}}; a loss term that is zero at
+  every logged step (a disabled term) is not drawn.
+  """
   metrics = load_metrics(workdir)
+  drawn = {}
   stages = list(metrics)
   fig, axes = plt.subplots(2, len(stages), figsize=(4.2 * len(stages), 6.5), squeeze=False)
   for col, stage in enumerate(stages):
     train, val = metrics[stage]["train"], metrics[stage]["val"]
     ax = axes[0][col]
+    drawn[stage] = {"losses": {}, "validation": {}}
     for term in _LOSS_TERMS:
       points = [(r["step"], r[term]) for r in train if term in r]
       if points and any(abs(v) > 0 for _, v in points):
         steps, values = zip(*points)
         ax.plot(steps, values, label=term, linewidth=1)
+        drawn[stage]["losses"][term] = points
     ax.set_title(f"{stage}: training losses")
     ax.set_xlabel("step")
     ax.set_yscale("symlog", linthresh=1e-4)
@@ -61,10 +69,11 @@ def plot_curves(workdir: str, output_png: str) -> None:
     ax = axes[1][col]
     keys = sorted({k for r in val for k in r if k.startswith("val_psnr")})
     for key in keys:
-      steps = [r["step"] for r in val if key in r]
-      ax.plot(steps, [r[key] for r in val if key in r], marker=".",
-              linestyle="--" if key.endswith("identity") else "-",
+      points = [(r["step"], r[key]) for r in val if key in r]
+      steps, values = zip(*points)
+      ax.plot(steps, values, marker=".", linestyle="--" if key.endswith("identity") else "-",
               label=key.replace("val_psnr_", ""))
+      drawn[stage]["validation"][key.replace("val_psnr_", "")] = points
     ax.set_title(f"{stage}: validation PSNR (dB)")
     ax.set_xlabel("step")
     ax.legend(fontsize=7)
@@ -72,6 +81,7 @@ def plot_curves(workdir: str, output_png: str) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(output_png)), exist_ok=True)
   fig.savefig(output_png, dpi=110)
   plt.close(fig)
+  return drawn
 
 
 def validation_table(workdir: str) -> str:
