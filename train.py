@@ -47,6 +47,12 @@ def main(argv):
     logging.error("%s", e)
     print(f"train.py: error: {e}", file=sys.stderr)
     sys.exit(1)
+  except loop.Interrupted as e:
+    # The checkpoint of the step in progress is written; 128 + the signal's
+    # number is the shell's convention for "stopped by that signal".
+    logging.warning("%s", e)
+    print(f"train.py: {e}", file=sys.stderr)
+    sys.exit(128 + e.signal_number)
   for result in results:
     scores = " ".join(f"{k}={v:.2f}" for k, v in result.validation.items())
     print(f"stage {result.stage}: step {result.step} {scores}")

@@ -20,7 +20,13 @@
   never waits for the device in between;
 * stops with `NonFiniteLossError` when a loss it reads is NaN or Inf (at
   the latest at the next logged step, and always before a checkpoint),
-  without writing a checkpoint, so the last good one stays the latest.
+  without writing a checkpoint, so the last good one stays the latest;
+* answers SIGTERM and SIGINT (preemption, Ctrl-C) by finishing the current
+  step, writing a checkpoint of it and raising `Interrupted`;
+* resumes from the newest checkpoint that reads completely: an unreadable
+  one (truncated by a full disk, say) is reported and set aside, and when
+  none reads it stops with `UnreadableCheckpointError` rather than start
+  the stage over.
 
 Workdir layout:
 
@@ -37,11 +43,16 @@ the shuffle order of the images is re-seeded from that counter.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import json
 import math
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -69,6 +80,49 @@ class NonFiniteLossError(FloatingPointError):
 
 class MissingStageError(ValueError):
   """A stage's warm start needs a stage that has no checkpoint."""
+
+
+class UnreadableCheckpointError(ValueError):
+  """Every checkpoint of a stage is unreadable; training does not silently start over."""
+
+
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped training after a checkpoint of the current step was written."""
+
+  def __init__(self, message: str, signal_number: int, checkpoint: str | None):
+    super().__init__(message)
+    self.signal_number = signal_number
+    self.checkpoint = checkpoint
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """Turns SIGTERM and SIGINT into a request the loop answers after the current step.
+
+  Yields a list that receives the signal numbers. Outside the main thread
+  (where Python cannot install handlers) it yields a list nothing fills.
+  """
+  requested: list[int] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield requested
+    return
+
+  def handler(signum, frame):
+    del frame
+    if not requested:
+      print(f"Received {signal.Signals(signum).name}: finishing the current step, writing a "
+            "checkpoint, then stopping.", file=sys.stderr, flush=True)
+    requested.append(signum)
+
+  previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+  try:
+    yield requested
+  finally:
+    for sig, old in previous.items():
+      signal.signal(sig, old)
 
 
 @dataclasses.dataclass
@@ -219,6 +273,69 @@ def validation_scores(stage: stages_lib.Stage, batch) -> tuple[dict[str, float],
 # One stage.
 
 
+def _checkpoint_prefixes(directory: str) -> list[str]:
+  """The `ckpt-N` prefixes in `directory` that have an index file, newest (largest N) first."""
+  numbered = []
+  for index_file in glob.glob(os.path.join(glob.escape(directory), "ckpt-*.index")):
+    prefix = index_file[:-len(".index")]
+    number = prefix.rsplit("-", 1)[1]
+    if number.isdigit():
+      numbered.append((int(number), prefix))
+  return [prefix for _, prefix in sorted(numbered, reverse=True)]
+
+
+def _restore_newest_readable(checkpoint: tf.train.Checkpoint, directory: str,
+                             stage: str) -> str | None:
+  """Restores the newest checkpoint of `directory` that reads completely; returns its path.
+
+  A checkpoint that fails to restore (truncated or corrupt files, e.g. a
+  disk that filled during the write) is reported, moved into
+  `<directory>/unreadable/` and the next older one is tried. Returns None
+  when the directory holds no checkpoint at all.
+
+  Raises:
+    UnreadableCheckpointError: there are checkpoints and none of them reads:
+      training never starts over from scratch by itself.
+  """
+  unreadable = []
+  for prefix in _checkpoint_prefixes(directory):
+    try:
+      checkpoint.restore(prefix).assert_existing_objects_matched()
+    except Exception as error:  # pylint: disable=broad-except
+      # Damaged files fail in many ways (OpError, IndexError from the
+      # reader, ValueError, a partial match): each means "not this one".
+      reason = (str(error).strip().splitlines() or [""])[0][:300]
+      message = (f"Stage {stage}: checkpoint {prefix} is unreadable ({type(error).__name__}: "
+                 f"{reason}); trying the next older one.")
+      logging.warning("%s", message)
+      print(message, file=sys.stderr)
+      unreadable.append(prefix)
+      continue
+    if unreadable:
+      _set_aside(unreadable, directory)
+      readable = [p for p in _checkpoint_prefixes(directory)]
+      tf.compat.v1.train.update_checkpoint_state(directory, prefix,
+                                                 all_model_checkpoint_paths=readable[::-1])
+    return prefix
+  if unreadable:
+    raise UnreadableCheckpointError(
+        f"Stage {stage}: none of the checkpoints in {directory} can be read "
+        f"({', '.join(os.path.basename(p) for p in unreadable)}). Training does not start "
+        f"this stage over by itself: restore those files, or move {directory} away to train "
+        "the stage from its beginning.")
+  return None
+
+
+def _set_aside(prefixes: list[str], directory: str) -> None:
+  """Moves the files of each checkpoint prefix into `<directory>/unreadable/`."""
+  target = os.path.join(directory, "unreadable")
+  os.makedirs(target, exist_ok=True)
+  for prefix in prefixes:
+    for path in glob.glob(glob.escape(prefix) + ".*"):
+      shutil.move(path, os.path.join(target, os.path.basename(path)))
+    logging.warning("Moved the files of %s into %s.", prefix, target)
+
+
 def _warm_start(spec: stages_lib.StageSpec, nets, workdir: str, init_from: str | None,
                 command_hint: str) -> list[str]:
   """Restores each network of `spec.warm_start` from its source stage."""
@@ -281,11 +398,9 @@ def train_stage(cfg: config_lib.Config,
 
   checkpoint = tf.train.Checkpoint(step=step_var, batches_drawn=batches_var, **nets,
                                    **optimizers)
+  resumed_from = _restore_newest_readable(checkpoint, checkpoint_dir(workdir, stage), stage)
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(workdir, stage), max_to_keep=3)
-  resumed_from = None
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    resumed_from = manager.latest_checkpoint
+  if resumed_from:
     logging.info("Resumed stage %s from %s at step %d.", stage, resumed_from, int(step_var))
     print(f"Resumed stage {stage} from {resumed_from} at step {int(step_var)}.", file=sys.stderr)
   else:
@@ -326,57 +441,66 @@ def train_stage(cfg: config_lib.Config,
   values: dict[str, float] = {}
   validation: dict[str, float] = {}
   window_start, window_steps = time.perf_counter(), 0
-  while step < target:
-    critic_values = {}
-    if critic_step is not None:
-      for _ in range(t.n_critic):
-        critic_values = critic_step(next(iterator))
-      batches_var.assign_add(t.n_critic)
-    main_values = main_step(next(iterator))
-    batches_var.assign_add(1)
-    step += 1
-    step_var.assign(step)
-    window_steps += 1
-    log_due = schedule.is_due(step, t.log_every, target)
-    eval_due = schedule.is_due(step, t.eval_every, target)
-    checkpoint_due = schedule.is_due(step, t.checkpoint_every, target)
-    if not (log_due or eval_due or checkpoint_due):
-      # The losses stay on the device: reading them back would make the host
-      # wait for every step (a GPU would idle between steps).
-      continue
-    values = {k: float(v) for k, v in
-              stages_lib.logged_values(main_values, critic_values).items()}
-    # Before any checkpoint is written: a non-finite step never becomes one.
-    _check_finite(stage, step, values, manager, t.log_every)
+  with _stop_requests() as stop_requested:
+    while step < target:
+      critic_values = {}
+      if critic_step is not None:
+        for _ in range(t.n_critic):
+          critic_values = critic_step(next(iterator))
+        batches_var.assign_add(t.n_critic)
+      main_values = main_step(next(iterator))
+      batches_var.assign_add(1)
+      step += 1
+      step_var.assign(step)
+      window_steps += 1
+      log_due = schedule.is_due(step, t.log_every, target)
+      eval_due = schedule.is_due(step, t.eval_every, target)
+      stopping = bool(stop_requested)  # SIGTERM / SIGINT: checkpoint this step, then stop.
+      checkpoint_due = schedule.is_due(step, t.checkpoint_every, target) or stopping
+      if not (log_due or eval_due or checkpoint_due):
+        # The losses stay on the device: reading them back would make the host
+        # wait for every step (a GPU would idle between steps).
+        continue
+      values = {k: float(v) for k, v in
+                stages_lib.logged_values(main_values, critic_values).items()}
+      # Before any checkpoint is written: a non-finite step never becomes one.
+      _check_finite(stage, step, values, manager, t.log_every)
 
-    if log_due:
-      elapsed = time.perf_counter() - window_start
-      rates = {"steps_per_s": window_steps / elapsed,
-               "images_per_s": window_steps * global_batch / elapsed}
-      window_start, window_steps = time.perf_counter(), 0
-      with summary_writer.as_default(step=step):
-        for name, value in {**values, **rates}.items():
-          tf.summary.scalar(f"{stage}/{name}", value)
-      with tf.io.gfile.GFile(metrics_path, "a") as f:
-        f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
-    if eval_due:
-      validation, outputs = validation_scores(wired, val_batch)
-      with summary_writer.as_default(step=step):
-        for name, value in validation.items():
-          tf.summary.scalar(f"{stage}/val_{name}", value)
-        tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
-        tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
-        for name, images in outputs.items():
-          tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0), max_outputs=4)
-      with tf.io.gfile.GFile(metrics_path, "a") as f:
-        f.write(json.dumps({"step": step, "time": time.time(),
-                            **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
-      logging.info("Stage %s step %d: validation %s", stage, step,
-                   " ".join(f"{k}={v:.2f}" for k, v in validation.items()))
-    if checkpoint_due:
-      path = manager.save(checkpoint_number=step)
-      logging.info("Stage %s step %d: checkpoint %s", stage, step, path)
-    progress.update(step, values, force=step == target)
+      if log_due:
+        elapsed = time.perf_counter() - window_start
+        rates = {"steps_per_s": window_steps / elapsed,
+                 "images_per_s": window_steps * global_batch / elapsed}
+        window_start, window_steps = time.perf_counter(), 0
+        with summary_writer.as_default(step=step):
+          for name, value in {**values, **rates}.items():
+            tf.summary.scalar(f"{stage}/{name}", value)
+        with tf.io.gfile.GFile(metrics_path, "a") as f:
+          f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
+      if eval_due:
+        validation, outputs = validation_scores(wired, val_batch)
+        with summary_writer.as_default(step=step):
+          for name, value in validation.items():
+            tf.summary.scalar(f"{stage}/val_{name}", value)
+          tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
+          tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
+          for name, images in outputs.items():
+            tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0),
+                             max_outputs=4)
+        with tf.io.gfile.GFile(metrics_path, "a") as f:
+          f.write(json.dumps({"step": step, "time": time.time(),
+                              **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
+        logging.info("Stage %s step %d: validation %s", stage, step,
+                     " ".join(f"{k}={v:.2f}" for k, v in validation.items()))
+      if checkpoint_due:
+        path = manager.save(checkpoint_number=step)
+        logging.info("Stage %s step %d: checkpoint %s", stage, step, path)
+      progress.update(step, values, force=step == target or stopping)
+      if stopping:
+        summary_writer.flush()
+        name = signal.Signals(stop_requested[0]).name
+        raise Interrupted(f"Stage {stage} stopped by {name} at step {step} of {target}; "
+                          f"checkpoint {path} holds it. Run the same command again to resume "
+                          "from there.", stop_requested[0], path)
   summary_writer.flush()
   return StageResult(stage, step, resumed_from, values, validation)
 
