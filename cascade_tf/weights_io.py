@@ -5,9 +5,15 @@ backend on a machine without TensorFlow; `scripts/import_weights.py` turns
 what it wrote into a workdir that `evaluate.py`, `export.py` and `restore.py`
 read. In between, each network travels as
 
-    <dir>/<name>.json             manifest: variable paths, shapes, dtypes, shards
-    <dir>/<name>-00000.npz ...    the arrays of `model.weights`, in order,
-                                  split into files of at most `max_bytes`
+    <dir>/<name>.json                manifest: variable paths, shapes, dtypes, shards
+    <dir>/<name>-<id>-00000.npz ...  the arrays of `model.weights`, in order,
+                                     split into files of at most `max_bytes`
+
+Saving is atomic: the shards of a save get a name of their own (`<id>`,
+random per save), the manifest is written to a temporary file and renamed
+over the old one last, and only then are the previous save's shards
+removed. A save that fails midway (a full disk, a crash) leaves the
+previous manifest and its shards as they were, and removes what it wrote.
 
 Every variable (trainable or not: batch-norm moving statistics too) is
 saved, in `model.weights` order, which is the order the layers created them
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 
 import keras
 import numpy as np
@@ -41,7 +48,7 @@ def manifest_path(directory: str, name: str) -> str:
 def save_weights(model: keras.Model, directory: str, name: str, *,
                  store_dtype: str | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
-  """Writes `model`'s variables as `<name>-NNNNN.npz` shards plus `<name>.json`.
+  """Writes `model`'s variables as `<name>-<id>-NNNNN.npz` shards plus `<name>.json`.
 
   Args:
     model: the network.
@@ -53,6 +60,10 @@ def save_weights(model: keras.Model, directory: str, name: str, *,
   Returns:
     The paths written, the manifest last (it is written after the shards, so
     a manifest on disk always describes complete shards).
+
+  Raises:
+    OSError: the write failed (e.g. the disk is full); the previous save of
+      `name` in `directory`, if any, is left intact.
   """
   if max_bytes <= 0:
     raise ValueError(f"save_weights: max_bytes={max_bytes} must be > 0.")
@@ -74,31 +85,58 @@ def save_weights(model: keras.Model, directory: str, name: str, *,
     shards[-1].append(index)
     size += array.nbytes
 
-  paths = []
-  shard_files = []
-  for number, indices in enumerate(shards):
-    file_name = f"{name}-{number:05d}.npz"
-    path = os.path.join(directory, file_name)
-    np.savez(path, **{f"w{i:05d}": arrays[i] for i in indices})
-    paths.append(path)
-    shard_files.append({"file": file_name, "indices": indices})
+  previous = _previous_shards(directory, name)
+  save_id = uuid.uuid4().hex[:8]
+  written = []
+  try:
+    shard_files = []
+    for number, indices in enumerate(shards):
+      file_name = f"{name}-{save_id}-{number:05d}.npz"
+      path = os.path.join(directory, file_name)
+      written.append(path)
+      with open(path, "wb") as f:
+        np.savez(f, **{f"w{i:05d}": arrays[i] for i in indices})
+        f.flush()
+        os.fsync(f.fileno())
+      shard_files.append({"file": file_name, "indices": indices})
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "name": name,
+        "model": model.name,
+        "backend": keras.backend.backend(),
+        "num_params": int(model.count_params()),
+        "store_dtype": store_dtype,
+        "variables": [{"path": v.path, "shape": list(v.shape), "dtype": str(v.dtype)}
+                      for v in variables],
+        "shards": shard_files,
+    }
+    path = manifest_path(directory, name)
+    temporary = f"{path}.tmp-{save_id}"
+    written.append(temporary)
+    with open(temporary, "w") as f:
+      json.dump(manifest, f, indent=1)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, path)  # The moment the new save takes over.
+  except BaseException:
+    for leftover in written:
+      if os.path.exists(leftover):
+        os.remove(leftover)
+    raise
+  for old in previous - {entry["file"] for entry in shard_files}:
+    old_path = os.path.join(directory, old)
+    if os.path.exists(old_path):
+      os.remove(old_path)
+  return written[:-1] + [path]
 
-  manifest = {
-      "version": MANIFEST_VERSION,
-      "name": name,
-      "model": model.name,
-      "backend": keras.backend.backend(),
-      "num_params": int(model.count_params()),
-      "store_dtype": store_dtype,
-      "variables": [{"path": v.path, "shape": list(v.shape), "dtype": str(v.dtype)}
-                    for v in variables],
-      "shards": shard_files,
-  }
-  path = manifest_path(directory, name)
-  with open(path, "w") as f:
-    json.dump(manifest, f, indent=1)
-  paths.append(path)
-  return paths
+
+def _previous_shards(directory: str, name: str) -> set[str]:
+  """The shard files the current manifest of `name` lists (none without a readable one)."""
+  try:
+    with open(manifest_path(directory, name)) as f:
+      return {entry["file"] for entry in json.load(f).get("shards", [])}
+  except (OSError, ValueError, KeyError, TypeError):
+    return set()
 
 
 def read_manifest(directory: str, name: str) -> dict:

@@ -79,9 +79,50 @@ def test_weights_io_round_trip_shards_and_errors(tmp_path):
     weights_io.load_weights(restorer, str(tmp_path / "w"), "generator")
   with pytest.raises(FileNotFoundError, match="restorer.json"):
     weights_io.load_weights(restorer, str(tmp_path / "w"), "restorer")
-  os.remove(tmp_path / "w" / "generator-00001.npz")
-  with pytest.raises(FileNotFoundError, match="generator-00001.npz"):
+  second_shard = weights_io.read_manifest(str(tmp_path / "w"), "generator")["shards"][1]["file"]
+  os.remove(tmp_path / "w" / second_shard)
+  with pytest.raises(FileNotFoundError, match=second_shard):
     weights_io.load_weights(other, str(tmp_path / "w"), "generator")
+
+
+def test_save_weights_is_atomic_when_the_disk_fills(tmp_path, monkeypatch):
+  """A save that fails midway leaves the previous one loadable and no debris; one that
+  succeeds replaces it and removes the old shards."""
+  import errno
+  cfg = _tiny()
+  keras.utils.set_random_seed(1)
+  [first] = stages_lib.build_networks(cfg, ["generator"]).values()
+  folder = str(tmp_path / "w")
+  weights_io.save_weights(first, folder, "generator", max_bytes=4096)
+  before = sorted(os.listdir(folder))
+  keras.utils.set_random_seed(2)
+  [second] = stages_lib.build_networks(cfg, ["generator"]).values()
+
+  real_savez, calls = np.savez, []
+
+  def savez_until_full(file, **arrays):
+    calls.append(1)
+    if len(calls) == 3:  # The third shard: half written, then the disk is full.
+      file.write(b"PK\x03\x04 partial")
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_savez(file, **arrays)
+
+  monkeypatch.setattr(np, "savez", savez_until_full)
+  with pytest.raises(OSError, match="No space left"):
+    weights_io.save_weights(second, folder, "generator", max_bytes=4096)
+  monkeypatch.setattr(np, "savez", real_savez)
+  assert sorted(os.listdir(folder)) == before  # Nothing of the failed save is left.
+  [loaded] = stages_lib.build_networks(cfg, ["generator"]).values()
+  weights_io.load_weights(loaded, folder, "generator")
+  for a, b in zip(_weights(first), _weights(loaded)):
+    np.testing.assert_array_equal(a, b)
+
+  weights_io.save_weights(second, folder, "generator", max_bytes=4096)
+  after = sorted(os.listdir(folder))
+  assert not set(after) & (set(before) - {"generator.json"})  # The old shards are gone.
+  weights_io.load_weights(loaded, folder, "generator")
+  for a, b in zip(_weights(second), _weights(loaded)):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_jax_corruptions_match_tensorflow(tmp_path):
