@@ -325,6 +325,30 @@ def test_versions_increment_and_are_never_overwritten(exported, export_dir, work
   assert inference.resolve_model(export_dir) == os.path.join(export_dir, "8")
 
 
+def test_a_failed_export_leaves_the_earlier_versions_intact(small_export, workdir, monkeypatch):
+  """The disk fills while the SavedModel is written: no new version, no debris, v1 serves."""
+  import errno
+  import keras
+  base = os.path.dirname(small_export)
+  before = sorted(os.listdir(base))
+  # ExportArchive() returns an instance of the backend's own subclass: patch that one.
+  archive_class = type(keras.export.ExportArchive())
+  write_out = archive_class.write_out
+
+  def write_then_fill(self, path, **kwargs):
+    write_out(self, path, **kwargs)  # Most of the version is on disk, in the hidden folder...
+    raise OSError(errno.ENOSPC, "No space left on device")  # ...when the disk fills.
+
+  monkeypatch.setattr(archive_class, "write_out", write_then_fill)
+  with pytest.raises(OSError, match="No space left"):
+    serving.export_savedmodel(workdir, base)
+  assert sorted(os.listdir(base)) == before == ["1"]
+  assert inference.resolve_model(base) == small_export
+  serve = tf.saved_model.load(small_export).signatures[serving.SIGNATURE_IMAGES]
+  out = serve(images=tf.constant(photo(32, 32)[None] / 255.0, tf.float32))
+  assert out["restored"].shape == (1, 32, 32, 3)
+
+
 def test_restore_from_savedmodel_matches_workdir(exported, export_dir, workdir, tmp_path):
   """restore.py's library on the export (found from its base folder) and on the workdir."""
   Image.fromarray(photo(70, 110)).save(tmp_path / "c.png")

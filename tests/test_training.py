@@ -5,6 +5,7 @@ and VGG16 with random weights (`vgg_weights=none`): the perceptual term is
 exercised, not meaningful.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -185,6 +186,81 @@ def test_kill_9_then_rerun_resumes_from_the_checkpoint(tmp_path):
   assert resumed_step >= killed_at
   assert f"stage pretrain: step {target}" in out.stdout
   assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith(f"ckpt-{target}")
+
+
+def _wait_for_step(metrics_path, step, proc, seconds=240):
+  """Waits until the training subprocess has logged `step`; fails if it ends first."""
+  deadline = time.time() + seconds
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      pytest.fail(f"training ended early with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+    if metrics_path.exists():
+      steps = [json.loads(line).get("step", 0) for line in metrics_path.read_text().splitlines()
+               if line.strip()]
+      if steps and max(steps) >= step:
+        return
+    time.sleep(0.3)
+  pytest.fail(f"training did not reach step {step} in {seconds} s")
+
+
+def _stopped_by(proc, sig):
+  proc.send_signal(sig)
+  try:
+    _, stderr = proc.communicate(timeout=240)
+  finally:
+    proc.kill()
+  assert proc.returncode == 128 + sig, stderr[-3000:]
+  line = next(l for l in stderr.splitlines() if f"stopped by {sig.name} at step" in l)
+  step = int(line.split(" at step ")[1].split(" ")[0])
+  assert "Traceback" not in stderr and f"ckpt-{step} holds it" in line
+  return step
+
+
+def test_sigterm_and_sigint_checkpoint_the_current_step_and_the_rerun_resumes(tmp_path):
+  workdir = tmp_path / "run"
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+  ckpt_dir = workdir / "pretrain" / "checkpoints"
+  metrics = workdir / "pretrain" / "metrics.jsonl"
+  # Checkpoints every 1000 steps: the only ones written come from the signals.
+  cmd = [*_train_cmd(workdir, 100000)[:-3], "--checkpoint_every=1000", "--eval_every=1000",
+         "--log_every=1"]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  _wait_for_step(metrics, 2, proc)
+  stopped_at = _stopped_by(proc, signal.SIGTERM)
+  assert stopped_at >= 2
+  assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith(f"ckpt-{stopped_at}")
+
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  _wait_for_step(metrics, stopped_at + 1, proc)
+  again = _stopped_by(proc, signal.SIGINT)
+  assert again > stopped_at
+  assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith(f"ckpt-{again}")
+  reader = tf.train.load_checkpoint(str(ckpt_dir / f"ckpt-{again}"))
+  assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == again
+
+
+def test_an_unreadable_checkpoint_is_set_aside_and_the_newest_readable_one_resumes(tmp_path,
+                                                                                   capsys):
+  cfg = _tiny(**{"train.steps": 3, "train.eval_every": 100})
+  loop.train(cfg, "pretrain", str(tmp_path))
+  ckpt_dir = tmp_path / "pretrain" / "checkpoints"
+  [data_file] = ckpt_dir.glob("ckpt-3.data-*")
+  data_file.write_bytes(data_file.read_bytes()[:100])  # Truncated, as by a full disk.
+  [result] = loop.train(_tiny(**{"train.steps": 4, "train.eval_every": 100}), "pretrain",
+                        str(tmp_path))
+  assert result.resumed_from.endswith("ckpt-2") and result.step == 4
+  err = capsys.readouterr().err
+  assert "ckpt-3 is unreadable" in err and "Resumed stage pretrain from" in err
+  assert sorted(p.name for p in (ckpt_dir / "unreadable").iterdir())[0].startswith("ckpt-3.")
+  assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith("ckpt-4")
+
+  for index_file in ckpt_dir.glob("ckpt-*.index"):  # Now every checkpoint is damaged.
+    index_file.write_bytes(b"garbage")
+  with pytest.raises(loop.UnreadableCheckpointError, match="none of the checkpoints"):
+    loop.train(_tiny(**{"train.steps": 5, "train.eval_every": 100}), "pretrain", str(tmp_path))
+  assert not list((tmp_path / "pretrain" / "checkpoints").glob("ckpt-5*"))  # Nothing trained.
 
 
 MIRRORED_SCRIPT = r"""
