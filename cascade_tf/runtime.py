@@ -15,6 +15,9 @@ import tensorflow as tf
 from cascade_tf import config as config_lib
 
 
+_MULTIWORKER: list = []  # The process's MultiWorkerMirroredStrategy, once made.
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
   """Returns the strategy called `name`.
 
@@ -38,13 +41,34 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     return tf.distribute.MirroredStrategy(devices=devices)
   if name == "multiworker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    # One per process: TensorFlow configures its collectives once, at startup.
+    if _MULTIWORKER:
+      return _MULTIWORKER[0]
+    _MULTIWORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+    return _MULTIWORKER[0]
   if name == "tpu":
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   raise ValueError(f"--strategy={name!r}: expected auto, default, mirrored, multiworker or tpu.")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes the run's files (checkpoints, logs, config).
+
+  True everywhere except on the non-chief workers of a multi-worker
+  strategy: there the chief is the `chief` task, or worker 0 when the
+  cluster has no `chief` (TensorFlow's convention).
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return True
+  resolver = strategy.cluster_resolver
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type in (None, "chief"):
+    return True
+  return (task_type == "worker" and task_id == 0
+          and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def set_precision(policy: str) -> None:

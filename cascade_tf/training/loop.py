@@ -52,6 +52,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -99,14 +100,15 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def _stop_requests():
+def _stop_requests(enabled: bool = True):
   """Turns SIGTERM and SIGINT into a request the loop answers after the current step.
 
-  Yields a list that receives the signal numbers. Outside the main thread
-  (where Python cannot install handlers) it yields a list nothing fills.
+  Yields a list that receives the signal numbers. Not `enabled`, or outside
+  the main thread (where Python cannot install handlers), it yields a list
+  nothing fills.
   """
   requested: list[int] = []
-  if threading.current_thread() is not threading.main_thread():
+  if not enabled or threading.current_thread() is not threading.main_thread():
     yield requested
     return
 
@@ -285,7 +287,7 @@ def _checkpoint_prefixes(directory: str) -> list[str]:
 
 
 def _restore_newest_readable(checkpoint: tf.train.Checkpoint, directory: str,
-                             stage: str) -> str | None:
+                             stage: str, set_aside: bool = True) -> str | None:
   """Restores the newest checkpoint of `directory` that reads completely; returns its path.
 
   A checkpoint that fails to restore (truncated or corrupt files, e.g. a
@@ -311,7 +313,7 @@ def _restore_newest_readable(checkpoint: tf.train.Checkpoint, directory: str,
       print(message, file=sys.stderr)
       unreadable.append(prefix)
       continue
-    if unreadable:
+    if unreadable and set_aside:  # Only the chief of a multi-worker run moves files.
       _set_aside(unreadable, directory)
       readable = [p for p in _checkpoint_prefixes(directory)]
       tf.compat.v1.train.update_checkpoint_state(directory, prefix,
@@ -371,12 +373,22 @@ def train_stage(cfg: config_lib.Config,
                 init_from: str | None = None,
                 command_hint: str = "python train.py --stage={stage}",
                 source_train: sources.ImageSource | None = None,
-                source_test: sources.ImageSource | None = None) -> StageResult:
-  """Runs (or resumes) one stage to `cfg.stage_steps(stage)` steps."""
+                source_test: sources.ImageSource | None = None,
+                strategy: tf.distribute.Strategy | None = None) -> StageResult:
+  """Runs (or resumes) one stage to `cfg.stage_steps(stage)` steps.
+
+  With a multi-worker strategy every worker runs this; only the chief
+  (`runtime.is_chief`) writes into `workdir` (checkpoints, metrics,
+  TensorBoard); the others save their checkpoints into a temporary folder
+  that is deleted when the stage ends (every worker must take part in a
+  save), and all of them resume from the chief's checkpoints.
+  """
   spec = stages_lib.SPECS[stage]
   t = cfg.train
   target = cfg.stage_steps(stage)
-  strategy = runtime.make_strategy(t.strategy)
+  if strategy is None:
+    strategy = runtime.make_strategy(t.strategy)
+  chief = runtime.is_chief(strategy)
   runtime.set_precision(t.mixed_precision)
   runtime.set_seed(t.seed)
   global_batch = t.batch_size
@@ -398,111 +410,126 @@ def train_stage(cfg: config_lib.Config,
 
   checkpoint = tf.train.Checkpoint(step=step_var, batches_drawn=batches_var, **nets,
                                    **optimizers)
-  resumed_from = _restore_newest_readable(checkpoint, checkpoint_dir(workdir, stage), stage)
-  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir(workdir, stage), max_to_keep=3)
-  if resumed_from:
-    logging.info("Resumed stage %s from %s at step %d.", stage, resumed_from, int(step_var))
-    print(f"Resumed stage {stage} from {resumed_from} at step {int(step_var)}.", file=sys.stderr)
-  else:
-    _warm_start(spec, nets, workdir, init_from, command_hint)
+  resumed_from = _restore_newest_readable(checkpoint, checkpoint_dir(workdir, stage), stage,
+                                          set_aside=chief)
+  save_dir = checkpoint_dir(workdir, stage) if chief else tempfile.mkdtemp(prefix="cascade_tf-")
+  manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=3)
+  try:
+    if resumed_from:
+      message = f"Resumed stage {stage} from {resumed_from} at step {int(step_var.numpy())}."
+      logging.info("%s", message)
+      print(message, file=sys.stderr)
+    else:
+      _warm_start(spec, nets, workdir, init_from, command_hint)
 
-  step = int(step_var)
-  summary_writer = tf.summary.create_file_writer(os.path.join(stage_dir(workdir, stage),
-                                                              "tensorboard"))
-  metrics_path = os.path.join(stage_dir(workdir, stage), "metrics.jsonl")
-  if step >= target:
-    logging.info("Stage %s is already complete (step %d of %d).", stage, step, target)
-    return StageResult(stage, step, resumed_from, {}, {})
+    step = int(step_var.numpy())
+    summary_writer = (tf.summary.create_file_writer(os.path.join(stage_dir(workdir, stage),
+                                                                 "tensorboard"))
+                      if chief else tf.summary.create_noop_writer())
+    metrics_path = os.path.join(stage_dir(workdir, stage), "metrics.jsonl")
+    if step >= target:
+      logging.info("Stage %s is already complete (step %d of %d).", stage, step, target)
+      return StageResult(stage, step, resumed_from, {}, {})
 
-  train_source = source_train or sources.load_source(cfg.data, "train")
-  test_source = source_test or sources.load_source(cfg.data, "test")
-  dataset = pipeline.make_dataset(cfg.data, split="train", track=spec.track,
-                                  batch_size=global_batch, training=True, seed=t.seed,
-                                  source=train_source,
-                                  start_index=int(batches_var) * global_batch)
-  iterator = iter(strategy.experimental_distribute_dataset(dataset))
-  val_batch = next(iter(pipeline.make_dataset(
-      cfg.data, split="test", track=spec.track, batch_size=t.val_images, training=False,
-      source=test_source, max_images=t.val_images)))
+    train_source = source_train or sources.load_source(cfg.data, "train")
+    test_source = source_test or sources.load_source(cfg.data, "test")
+    dataset = pipeline.make_dataset(cfg.data, split="train", track=spec.track,
+                                    batch_size=global_batch, training=True, seed=t.seed,
+                                    source=train_source,
+                                    start_index=int(batches_var.numpy()) * global_batch)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    val_batch = next(iter(pipeline.make_dataset(
+        cfg.data, split="test", track=spec.track, batch_size=t.val_images, training=False,
+        source=test_source, max_images=t.val_images)))
 
-  jit = runtime.resolve_jit_compile(t.jit_compile, strategy)
-  wired = stages_lib.build_stage(cfg, stage, global_batch_size=global_batch, nets=nets, vgg=vgg)
-  main_step = steps_lib.make_step(strategy, wired.main, optimizers[wired.main.optimizer],
-                                  jit_compile=jit)
-  critic_step = None
-  if wired.critic is not None:
-    critic_step = steps_lib.make_step(strategy, wired.critic,
-                                      optimizers[wired.critic.optimizer], jit_compile=jit)
+    jit = runtime.resolve_jit_compile(t.jit_compile, strategy)
+    wired = stages_lib.build_stage(cfg, stage, global_batch_size=global_batch, nets=nets, vgg=vgg)
+    main_step = steps_lib.make_step(strategy, wired.main, optimizers[wired.main.optimizer],
+                                    jit_compile=jit)
+    critic_step = None
+    if wired.critic is not None:
+      critic_step = steps_lib.make_step(strategy, wired.critic,
+                                        optimizers[wired.critic.optimizer], jit_compile=jit)
 
-  logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s, "
-               "XLA %s.", stage, step, target, global_batch, strategy.num_replicas_in_sync, lr,
-               spec.track, "on" if jit else "off")
-  progress = _Progress(stage, step, target, t.log_every)
-  values: dict[str, float] = {}
-  validation: dict[str, float] = {}
-  window_start, window_steps = time.perf_counter(), 0
-  with _stop_requests() as stop_requested:
-    while step < target:
-      critic_values = {}
-      if critic_step is not None:
-        for _ in range(t.n_critic):
-          critic_values = critic_step(next(iterator))
-        batches_var.assign_add(t.n_critic)
-      main_values = main_step(next(iterator))
-      batches_var.assign_add(1)
-      step += 1
-      step_var.assign(step)
-      window_steps += 1
-      log_due = schedule.is_due(step, t.log_every, target)
-      eval_due = schedule.is_due(step, t.eval_every, target)
-      stopping = bool(stop_requested)  # SIGTERM / SIGINT: checkpoint this step, then stop.
-      checkpoint_due = schedule.is_due(step, t.checkpoint_every, target) or stopping
-      if not (log_due or eval_due or checkpoint_due):
-        # The losses stay on the device: reading them back would make the host
-        # wait for every step (a GPU would idle between steps).
-        continue
-      values = {k: float(v) for k, v in
-                stages_lib.logged_values(main_values, critic_values).items()}
-      # Before any checkpoint is written: a non-finite step never becomes one.
-      _check_finite(stage, step, values, manager, t.log_every)
+    logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s, "
+                 "XLA %s.", stage, step, target, global_batch, strategy.num_replicas_in_sync, lr,
+                 spec.track, "on" if jit else "off")
+    progress = _Progress(stage, step, target, t.log_every)
+    values: dict[str, float] = {}
+    validation: dict[str, float] = {}
+    window_start, window_steps = time.perf_counter(), 0
+    # A signal reaches one worker of a multi-worker run: stopping that worker
+    # alone would leave the others waiting in a collective, so there the
+    # signal keeps its default effect and the run resumes from its last
+    # periodic checkpoint.
+    with _stop_requests(enabled=strategy.num_replicas_in_sync == 1 or not isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy)) as stop_requested:
+      while step < target:
+        critic_values = {}
+        if critic_step is not None:
+          for _ in range(t.n_critic):
+            critic_values = critic_step(next(iterator))
+          batches_var.assign_add(t.n_critic)
+        main_values = main_step(next(iterator))
+        batches_var.assign_add(1)
+        step += 1
+        step_var.assign(step)
+        window_steps += 1
+        log_due = schedule.is_due(step, t.log_every, target)
+        eval_due = schedule.is_due(step, t.eval_every, target)
+        stopping = bool(stop_requested)  # SIGTERM / SIGINT: checkpoint this step, then stop.
+        checkpoint_due = schedule.is_due(step, t.checkpoint_every, target) or stopping
+        if not (log_due or eval_due or checkpoint_due):
+          # The losses stay on the device: reading them back would make the host
+          # wait for every step (a GPU would idle between steps).
+          continue
+        values = {k: float(v) for k, v in
+                  stages_lib.logged_values(main_values, critic_values).items()}
+        # Before any checkpoint is written: a non-finite step never becomes one.
+        _check_finite(stage, step, values, manager, t.log_every)
 
-      if log_due:
-        elapsed = time.perf_counter() - window_start
-        rates = {"steps_per_s": window_steps / elapsed,
-                 "images_per_s": window_steps * global_batch / elapsed}
-        window_start, window_steps = time.perf_counter(), 0
-        with summary_writer.as_default(step=step):
-          for name, value in {**values, **rates}.items():
-            tf.summary.scalar(f"{stage}/{name}", value)
-        with tf.io.gfile.GFile(metrics_path, "a") as f:
-          f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
-      if eval_due:
-        validation, outputs = validation_scores(wired, val_batch)
-        with summary_writer.as_default(step=step):
-          for name, value in validation.items():
-            tf.summary.scalar(f"{stage}/val_{name}", value)
-          tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
-          tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
-          for name, images in outputs.items():
-            tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0),
-                             max_outputs=4)
-        with tf.io.gfile.GFile(metrics_path, "a") as f:
-          f.write(json.dumps({"step": step, "time": time.time(),
-                              **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
-        logging.info("Stage %s step %d: validation %s", stage, step,
-                     " ".join(f"{k}={v:.2f}" for k, v in validation.items()))
-      if checkpoint_due:
-        path = manager.save(checkpoint_number=step)
-        logging.info("Stage %s step %d: checkpoint %s", stage, step, path)
-      progress.update(step, values, force=step == target or stopping)
-      if stopping:
-        summary_writer.flush()
-        name = signal.Signals(stop_requested[0]).name
-        raise Interrupted(f"Stage {stage} stopped by {name} at step {step} of {target}; "
-                          f"checkpoint {path} holds it. Run the same command again to resume "
-                          "from there.", stop_requested[0], path)
-  summary_writer.flush()
-  return StageResult(stage, step, resumed_from, values, validation)
+        if log_due:
+          elapsed = time.perf_counter() - window_start
+          rates = {"steps_per_s": window_steps / elapsed,
+                   "images_per_s": window_steps * global_batch / elapsed}
+          window_start, window_steps = time.perf_counter(), 0
+          with summary_writer.as_default(step=step):
+            for name, value in {**values, **rates}.items():
+              tf.summary.scalar(f"{stage}/{name}", value)
+          if chief:
+            with tf.io.gfile.GFile(metrics_path, "a") as f:
+              f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
+        if eval_due:
+          validation, outputs = validation_scores(wired, val_batch)
+          with summary_writer.as_default(step=step):
+            for name, value in validation.items():
+              tf.summary.scalar(f"{stage}/val_{name}", value)
+            tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
+            tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
+            for name, images in outputs.items():
+              tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0),
+                               max_outputs=4)
+          if chief:
+            with tf.io.gfile.GFile(metrics_path, "a") as f:
+              f.write(json.dumps({"step": step, "time": time.time(),
+                                  **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
+          logging.info("Stage %s step %d: validation %s", stage, step,
+                       " ".join(f"{k}={v:.2f}" for k, v in validation.items()))
+        if checkpoint_due:
+          path = manager.save(checkpoint_number=step)
+          logging.info("Stage %s step %d: checkpoint %s", stage, step, path)
+        progress.update(step, values, force=step == target or stopping)
+        if stopping:
+          summary_writer.flush()
+          name = signal.Signals(stop_requested[0]).name
+          raise Interrupted(f"Stage {stage} stopped by {name} at step {step} of {target}; "
+                            f"checkpoint {path} holds it. Run the same command again to resume "
+                            "from there.", stop_requested[0], path)
+    summary_writer.flush()
+    return StageResult(stage, step, resumed_from, values, validation)
+  finally:
+    if not chief:  # A non-chief worker's checkpoints are thrown away.
+      shutil.rmtree(save_dir, ignore_errors=True)
 
 
 def train(cfg: config_lib.Config, stage: str, workdir: str, *, init_from: str | None = None,
@@ -511,7 +538,10 @@ def train(cfg: config_lib.Config, stage: str, workdir: str, *, init_from: str | 
   names = stages_lib.stages_to_run(stage)
   if init_from is not None and len(names) > 1:
     raise ValueError("--init_from applies to a single --stage, not to --stage=all.")
-  save_config(cfg, workdir)
+  # First: a multi-worker strategy must exist before TensorFlow runs anything.
+  strategy = runtime.make_strategy(cfg.train.strategy)
+  if runtime.is_chief(strategy):
+    save_config(cfg, workdir)
   results = []
   train_source = sources.load_source(cfg.data, "train")
   test_source = sources.load_source(cfg.data, "test")
@@ -519,7 +549,7 @@ def train(cfg: config_lib.Config, stage: str, workdir: str, *, init_from: str | 
     # With `all`, each stage warm-starts from the ones this run has just trained.
     results.append(train_stage(cfg, name, workdir, init_from=init_from,
                                command_hint=command_hint, source_train=train_source,
-                               source_test=test_source))
+                               source_test=test_source, strategy=strategy))
   pipeline.log_skipped(train_source)
   pipeline.log_skipped(test_source)
   return results
