@@ -297,14 +297,12 @@ def main(argv):
   needed = sorted({n for s in stages for n in stages_lib.SPECS[s].models})
   init = {name: _INIT_DIR.value for name in needed if _INIT_DIR.value and os.path.exists(
       weights_io.manifest_path(_INIT_DIR.value, name))}
-  ready = set(init)
-  for stage in stages:
-    missing = [name for name, _ in stages_lib.SPECS[stage].warm_start if name not in ready]
-    if missing and not _FROM_SCRATCH.value:
-      raise app.UsageError(
-          f"Stage {stage} continues the {', '.join(missing)} of an earlier stage: run that stage "
-          "first in --stages, pass --init_dir with its weights, or --from_scratch.")
-    ready.update(stages_lib.SPECS[stage].models)
+  unmet = stages_lib.unmet_warm_starts(stages, set(init))
+  if unmet and not _FROM_SCRATCH.value:
+    stage, missing = next(iter(unmet.items()))
+    raise app.UsageError(
+        f"Stage {stage} continues the {', '.join(missing)} of an earlier stage: run that stage "
+        "first in --stages, pass --init_dir with its weights, or --from_scratch.")
   keras.utils.set_random_seed(cfg.train.seed)
   models = stages_lib.build_networks(cfg, needed)
   for name in init:

@@ -237,10 +237,8 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   run_dir = tmp_path / "run"
   common = [ROOT / "scripts" / "train_jax.py", f"--bundle={bundle}", f"--out_dir={run_dir}",
             "--preset=tiny", *(f"--set={k}={v}" for k, v in SMALL.items() if k != "loss.lambda_per")]
-  refused = _run([*common, "--stages=pretrain"])
+  refused = _run([*common, "--stages=pretrain"])  # (The stage order: test_stages.py.)
   assert refused.returncode != 0 and "--lambda_per must be 0" in refused.stderr
-  refused = _run([*common, "--lambda_per=0", "--stages=dd,joint"])
-  assert refused.returncode != 0 and "Stage joint continues the generator, critic" in refused.stderr
   proc = _run([*common, "--lambda_per=0", "--steps=2", "--stages=dd,joint", "--from_scratch",
                "--store_dtype=critic=float16", "--log_every=1"])
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -136,3 +136,11 @@ def test_clip_values_and_global_norm_by_hand():
   norm = losses.global_norm([tf.constant([3.0]), None, tf.constant([[4.0, 12.0]])])
   assert float(norm) == pytest.approx(13.0)
   assert float(losses.global_norm([])) == 0.0
+
+
+def test_unmet_warm_starts_follow_the_run_order():
+  assert stages.unmet_warm_starts(["pretrain", "gan", "dd", "joint"], set()) == {}
+  assert stages.unmet_warm_starts(["dd", "joint"], set()) == {"joint": ["generator", "critic"]}
+  assert stages.unmet_warm_starts(["joint"], {"generator", "critic"}) == {"joint": ["restorer"]}
+  assert stages.unmet_warm_starts(["gan", "joint"], set()) == {"gan": ["generator"],
+                                                              "joint": ["restorer"]}

@@ -185,6 +185,27 @@ def logged_values(main: Mapping[str, float], critic: Mapping[str, float] | None 
   return values
 
 
+def unmet_warm_starts(stage_names, available) -> dict[str, list[str]]:
+  """The networks each stage of a run continues but nothing provides.
+
+  Args:
+    stage_names: the stages of the run, in order.
+    available: networks that exist before the run (e.g. loaded weights).
+
+  Returns:
+    {stage: [network, ...]} for every stage that continues a network (its
+    `warm_start`) that neither `available` nor an earlier stage of the run
+    provides, in run order; empty when the run is complete.
+  """
+  ready, unmet = set(available), {}
+  for name in stage_names:
+    missing = [network for network, _ in SPECS[name].warm_start if network not in ready]
+    if missing:
+      unmet[name] = missing
+    ready.update(SPECS[name].models)
+  return unmet
+
+
 def stages_to_run(stage: str) -> tuple[str, ...]:
   """`all` -> the four stages in order; a single stage -> itself."""
   if stage == ALL:
