@@ -69,7 +69,7 @@ class RestoreReport:
 def centre_hole_mask(height: int, width: int) -> np.ndarray:
   """bool [H, W]: a centred square of side min(H, W) // 2 (S/2 for an S x S image)."""
   mask = appliers.hole_mask(height, width, min(height, width) // 2)
-  return np.asarray(keras.ops.convert_to_numpy(mask))[..., 0] > 0
+  return keras.ops.convert_to_numpy(mask)[..., 0] > 0
 
 
 def read_mask(path: str, max_pixels: int | None = None) -> np.ndarray:

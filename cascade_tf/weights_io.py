@@ -127,7 +127,7 @@ def save_weights(model: keras.Model, directory: str, name: str, *,
     old_path = os.path.join(directory, old)
     if os.path.exists(old_path):
       os.remove(old_path)
-  return written[:-1] + [path]
+  return [os.path.join(directory, entry["file"]) for entry in shard_files] + [path]
 
 
 def _previous_shards(directory: str, name: str) -> set[str]:

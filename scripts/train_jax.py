@@ -221,19 +221,20 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
     values, main_opt, main_values = main_step(values, main_opt, sampler.next(), sub, bank)
     batches += 1
     step += 1
-    logged_now = stages_lib.logged_values(main_values, critic_values)
     if step == 1:
       jax.block_until_ready(values)
       compile_seconds = time.perf_counter() - start
       window_start, window_steps = time.perf_counter(), 0
-      first = {k: float(v) for k, v in logged_now.items()}
+      first = {k: float(v) for k, v in
+               stages_lib.logged_values(main_values, critic_values).items()}
       _check_finite(stage, step, first)
       curve.append({"step": step, **first})
       continue
     window_steps += 1
     elapsed = time.perf_counter() - start
     if schedule.is_due(step, log_every, target) or (seconds is not None and elapsed >= seconds):
-      logged = {k: float(v) for k, v in logged_now.items()}
+      logged = {k: float(v) for k, v in
+                stages_lib.logged_values(main_values, critic_values).items()}
       _check_finite(stage, step, logged)
       rate = window_steps / (time.perf_counter() - window_start)
       curve.append({"step": step, "seconds": round(elapsed, 1), **logged})

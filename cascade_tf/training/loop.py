@@ -315,9 +315,8 @@ def _restore_newest_readable(checkpoint: tf.train.Checkpoint, directory: str,
       continue
     if unreadable and set_aside:  # Only the chief of a multi-worker run moves files.
       _set_aside(unreadable, directory)
-      readable = [p for p in _checkpoint_prefixes(directory)]
-      tf.compat.v1.train.update_checkpoint_state(directory, prefix,
-                                                 all_model_checkpoint_paths=readable[::-1])
+      tf.compat.v1.train.update_checkpoint_state(
+          directory, prefix, all_model_checkpoint_paths=_checkpoint_prefixes(directory)[::-1])
     return prefix
   if unreadable:
     raise UnreadableCheckpointError(

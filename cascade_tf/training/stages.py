@@ -110,8 +110,7 @@ class Stage:
 
   def outputs(self, corrupted_pm1, training=False) -> dict:
     """The stage's `forward` outputs ({"inpainted"} and/or {"restored"}), [-1, 1]."""
-    return forward(corrupted_pm1, self.nets.get("generator"),
-                   self.nets.get("restorer") if "restored" in self.spec.outputs else None,
+    return forward(corrupted_pm1, self.nets.get("generator"), self.nets.get("restorer"),
                    training=training)
 
 
