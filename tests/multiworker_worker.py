@@ -10,7 +10,10 @@ Sets TF_CONFIG for worker INDEX of a two-worker cluster on 127.0.0.1, then
   the global batch DIR/batch.npz (4 images; worker i gets images 2i and
   2i+1) and writes the weights to DIR/after-<INDEX>.npz;
 * runs `loop.train(config, "pretrain", DIR/workdir)` with DIR/loop.json as
-  the config (train.strategy=multiworker) and prints the result as JSON.
+  the config (train.strategy=multiworker) and prints the result as JSON;
+* runs a long stage (DIR/stop.json) into DIR/workdir-stop until a signal
+  to either worker stops both, prints where it stopped as JSON and exits
+  with 128 + the signal's number, as `train.py` does.
 """
 
 import json
@@ -61,7 +64,15 @@ def main(directory, ports, index):
   with open(os.path.join(directory, "loop.json")) as f:
     loop_cfg = config_lib.from_json(f.read())
   [result] = loop.train(loop_cfg, "pretrain", os.path.join(directory, "workdir"))
-  print(json.dumps({"step": result.step, "losses": result.last_losses}))
+  print(json.dumps({"step": result.step, "losses": result.last_losses}), flush=True)
+
+  with open(os.path.join(directory, "stop.json")) as f:
+    stop_cfg = config_lib.from_json(f.read())
+  try:
+    loop.train(stop_cfg, "pretrain", os.path.join(directory, "workdir-stop"))
+  except loop.Interrupted as e:
+    print(json.dumps({"stopped": str(e), "checkpoint": e.checkpoint}), flush=True)
+    sys.exit(128 + e.signal_number)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -236,8 +237,16 @@ def test_stop_requests_collect_sigint_and_sigterm_and_restore_the_handlers():
       time.sleep(0.01)
     assert requested == [signal.SIGINT, signal.SIGTERM]
   assert {sig: signal.getsignal(sig) for sig in loop.STOP_SIGNALS} == before
-  with loop._stop_requests(enabled=False) as requested:  # pylint: disable=protected-access
-    assert requested == [] and signal.getsignal(signal.SIGTERM) == before[signal.SIGTERM]
+  seen = []
+
+  def in_a_thread():  # Python installs handlers only in the main thread.
+    with loop._stop_requests() as requested:  # pylint: disable=protected-access
+      seen.append((requested, signal.getsignal(signal.SIGTERM)))
+
+  thread = threading.Thread(target=in_a_thread)
+  thread.start()
+  thread.join()
+  assert seen == [([], before[signal.SIGTERM])]
 
 
 def test_an_unreadable_checkpoint_is_set_aside_and_the_newest_readable_one_resumes(tmp_path,

@@ -22,7 +22,8 @@
   the latest at the next logged step, and always before a checkpoint),
   without writing a checkpoint, so the last good one stays the latest;
 * answers SIGTERM and SIGINT (preemption, Ctrl-C) by finishing the current
-  step, writing a checkpoint of it and raising `Interrupted`;
+  step, writing a checkpoint of it and raising `Interrupted`; with several
+  workers, a signal to any one stops all of them at the same step;
 * resumes from the newest checkpoint that reads completely: an unreadable
   one (truncated by a full disk, say) is reported and set aside, and when
   none reads it stops with `UnreadableCheckpointError` rather than start
@@ -55,7 +56,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import keras
@@ -100,15 +101,14 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @contextlib.contextmanager
-def _stop_requests(enabled: bool = True):
+def _stop_requests():
   """Turns SIGTERM and SIGINT into a request the loop answers after the current step.
 
-  Yields a list that receives the signal numbers. Not `enabled`, or outside
-  the main thread (where Python cannot install handlers), it yields a list
-  nothing fills.
+  Yields a list that receives the signal numbers. Outside the main thread
+  (where Python cannot install handlers) it yields a list nothing fills.
   """
   requested: list[int] = []
-  if not enabled or threading.current_thread() is not threading.main_thread():
+  if threading.current_thread() is not threading.main_thread():
     yield requested
     return
 
@@ -125,6 +125,32 @@ def _stop_requests(enabled: bool = True):
   finally:
     for sig, old in previous.items():
       signal.signal(sig, old)
+
+
+def _stop_agreement(strategy: tf.distribute.Strategy) -> Callable[[list[int]], int | None]:
+  """Returns `agree(requested) -> signal number or None`: whether the run stops now.
+
+  One process: it stops when it has received a signal. Several workers
+  (`MultiWorkerMirroredStrategy`): a signal usually reaches one of them, and
+  a worker that stopped alone would leave the others waiting in their next
+  collective; so every worker adds its flag in an all-reduce after each
+  step, and all of them stop at the same step when any one was signalled.
+  The others report SIGTERM (their own signal, if they had one).
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return lambda requested: requested[0] if requested else None
+
+  @tf.function
+  def signalled_workers(flag):
+    per_replica = strategy.run(lambda: tf.identity(flag))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+  def agree(requested: list[int]) -> int | None:
+    if float(signalled_workers(tf.constant(1.0 if requested else 0.0))) > 0:
+      return requested[0] if requested else int(signal.SIGTERM)
+    return None
+
+  return agree
 
 
 @dataclasses.dataclass
@@ -457,12 +483,8 @@ def train_stage(cfg: config_lib.Config,
     values: dict[str, float] = {}
     validation: dict[str, float] = {}
     window_start, window_steps = time.perf_counter(), 0
-    # A signal reaches one worker of a multi-worker run: stopping that worker
-    # alone would leave the others waiting in a collective, so there the
-    # signal keeps its default effect and the run resumes from its last
-    # periodic checkpoint.
-    with _stop_requests(enabled=strategy.num_replicas_in_sync == 1 or not isinstance(
-        strategy, tf.distribute.MultiWorkerMirroredStrategy)) as stop_requested:
+    agree_to_stop = _stop_agreement(strategy)
+    with _stop_requests() as stop_requested:
       while step < target:
         critic_values = {}
         if critic_step is not None:
@@ -476,7 +498,9 @@ def train_stage(cfg: config_lib.Config,
         window_steps += 1
         log_due = schedule.is_due(step, t.log_every, target)
         eval_due = schedule.is_due(step, t.eval_every, target)
-        stopping = bool(stop_requested)  # SIGTERM / SIGINT: checkpoint this step, then stop.
+        # SIGTERM / SIGINT (to any worker): checkpoint this step, then stop.
+        stop_signal = agree_to_stop(stop_requested)
+        stopping = stop_signal is not None
         checkpoint_due = schedule.is_due(step, t.checkpoint_every, target) or stopping
         if not (log_due or eval_due or checkpoint_due):
           # The losses stay on the device: reading them back would make the host
@@ -520,10 +544,12 @@ def train_stage(cfg: config_lib.Config,
         progress.update(step, values, force=step == target or stopping)
         if stopping:
           summary_writer.flush()
-          name = signal.Signals(stop_requested[0]).name
-          raise Interrupted(f"Stage {stage} stopped by {name} at step {step} of {target}; "
-                            f"checkpoint {path} holds it. Run the same command again to resume "
-                            "from there.", stop_requested[0], path)
+          cause = (signal.Signals(stop_signal).name if stop_requested
+                   else "a signal to another worker")
+          where = f"checkpoint {path} holds it" if chief else "the chief's checkpoint holds it"
+          raise Interrupted(f"Stage {stage} stopped by {cause} at step {step} of {target}; "
+                            f"{where}. Run the same command again to resume from there.",
+                            stop_signal, path if chief else None)
     summary_writer.flush()
     return StageResult(stage, step, resumed_from, values, validation)
   finally:
