@@ -6,10 +6,15 @@ r"""Scores a trained cascade and the classical baselines under PROTOCOL.md.
     python evaluate.py --model=exports/cascade/1 --dataset=folder --image_dir=photos
     python evaluate.py --dataset=bsd300 --manual_dir=../shared/data/BSDS300 \
         --compare=intact=runs/cpu,no_pretrain=runs/scratch,only_gan=runs/gan_only
+    # Score another tool (LaMa, DeepFill, Restormer...) on exactly our inputs:
+    python evaluate.py --dataset=bsd300 --manual_dir=../shared/data/BSDS300 \
+        --dump_inputs=inputs            # then run the tool on inputs/<track>/*_input.png
+    python evaluate.py --dataset=bsd300 --manual_dir=../shared/data/BSDS300 \
+        --external=lama=lama_outputs    # lama_outputs/<track>/<id>.png
 
 --workdir is the training run to score (or --model an exported SavedModel
 version directory); without either, only the baselines are scored. Prints a
-table (PSNR, hole PSNR, SSIM, seconds per image, images) and writes
+table (PSNR, hole PSNR, SSIM, hole SSIM, seconds per image, images) and writes
 results.json, results.md and figure_<track>.png into --output_dir. See
 docs/results.md and cascade_tf/evaluation/evaluate.py for the JSON's shape.
 """
@@ -52,6 +57,11 @@ flags.DEFINE_integer("knn_train_images", 200, "At most this many training images
 flags.DEFINE_bool("timing", True, "Measure seconds per image; --notiming writes null so that "
                   "two runs give byte-identical files.")
 flags.DEFINE_integer("figure_images", 4, "Images (rows) per figure_<track>.png; 0: none.")
+flags.DEFINE_string("dump_inputs", None, "Also write every track's exact inputs to DIR/<track>/"
+                    "<id>_input.png, <id>_mask.png (255 = hole) and <id>_clean.png, id the "
+                    "zero-padded image index, so that other tools can run on them.")
+flags.DEFINE_string("external", None, "Score another tool's outputs DIR/<track>/<id>.png (made "
+                    "from --dump_inputs's inputs) as row NAME: NAME=DIR[,NAME=DIR...].")
 FLAGS = flags.FLAGS
 
 
@@ -70,7 +80,9 @@ def main(argv):
         max_images=FLAGS.max_images, batch_size=FLAGS.batch_size,
         strategy=cfg.train.strategy, tune_baselines=FLAGS.tune_baselines,
         tune_images=FLAGS.tune_images, knn_train_images=FLAGS.knn_train_images,
-        timing=FLAGS.timing, figure_images=FLAGS.figure_images)
+        timing=FLAGS.timing, figure_images=FLAGS.figure_images,
+        dump_inputs=FLAGS.dump_inputs,
+        externals=evaluate_lib.parse_externals(FLAGS.external))
     results = evaluate_lib.evaluate(cfg.data, options, FLAGS.output_dir)
   except ValueError as e:
     print(f"evaluate.py: error: {e}", file=sys.stderr)

@@ -4,6 +4,14 @@
     python restore.py scan.png --workdir=runs/cpu --hole=centre --output_dir=out
     python restore.py damaged.jpg --model=exports/cascade/3 --mask=scratches.png \
         --output_dir=out --save_intermediate
+    python restore.py scans/ --model=exports/cascade --mask_dir=scans_masks --mask_dilate=3 \
+        --mode=inpaint --output_dir=out
+
+A mask is an image of the photo's size whose bright pixels (brighter than
+mid-grey) are the damage. The hole is filled with grey as in training and
+the mask goes to the model (a model with the mask channel sees it).
+--mode=full (default) then repairs the whole photo (blur and noise too);
+--mode=inpaint changes only the pixels of the (dilated) mask.
 
 Folders are searched recursively. Each image is repaired at its own
 resolution in overlapping tiles of the training size (--tile_size,
@@ -29,6 +37,13 @@ flags.DEFINE_enum("hole", "none", list(restoring.HOLES),
                   "side min(height, width) / 2 with grey (0.5), as in training, and inpaint it.")
 flags.DEFINE_string("mask", None, "An image of the same size as the input(s) whose white pixels "
                     "are the hole (filled with 0.5, then inpainted).")
+flags.DEFINE_string("mask_dir", None, "A folder of masks named like the images (photo.jpg -> "
+                    "MASK_DIR/photo.png, any image extension; folders keep their layout).")
+flags.DEFINE_integer("mask_dilate", 0, "Grow every mask by this many px (a disk) first: masks "
+                     "drawn tight around damage leave its fringe otherwise.")
+flags.DEFINE_enum("mode", "full", list(restoring.MODES),
+                  "full: repair the whole photo (hole, blur and noise); inpaint: fill only the "
+                  "hole and keep every other pixel exactly.")
 flags.DEFINE_integer("tile_size", None, "Tile side in px, a multiple of 32; default: the model's "
                      "training image size; 0: the whole image in one pass.")
 flags.DEFINE_integer("tile_overlap", None, "Overlap of neighbouring tiles in px, at most "
@@ -55,7 +70,8 @@ def main(argv):
   if not inputs:
     raise app.UsageError("Pass image files or folders to repair, e.g. restore.py photo.jpg.")
   options = restoring.RestoreOptions(
-      hole=FLAGS.hole, mask_path=FLAGS.mask, tile_size=FLAGS.tile_size,
+      hole=FLAGS.hole, mask_path=FLAGS.mask, mask_dir=FLAGS.mask_dir,
+      mask_dilate=FLAGS.mask_dilate, mode=FLAGS.mode, tile_size=FLAGS.tile_size,
       tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size,
       resize_short_side=FLAGS.resize, save_intermediate=FLAGS.save_intermediate,
       max_pixels=FLAGS.max_pixels)

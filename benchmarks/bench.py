@@ -375,12 +375,12 @@ def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool,
   generator, restorer = stages_lib.build_networks(cfg, ["generator", "restorer"]).values()
   if fold_batch_norm:  # As inference.load_workdir_cascade builds it.
     generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
-  model = cascade_lib.build_cascade(generator, restorer)
+  model = cascade_lib.build_cascade(generator, restorer, composite=cfg.generator.composite)
   spec = tf.TensorSpec([batch_size, size, size, 3], tf.float32)
 
   @tf.function(input_signature=[spec], jit_compile=jit_compile)
   def infer(images_01):
-    out = model(ranges.to_model(images_01), training=False)
+    out = model(cascade_lib.cascade_inputs(ranges.to_model(images_01)), training=False)
     return {k: ranges.from_model(v, clip=True) for k, v in out.items()}
 
   images = _random_batch(batch_size, size)["corrupted"]

@@ -46,6 +46,7 @@ from cascade_tf import config as config_lib
 from cascade_tf import ranges
 from cascade_tf import serving
 from cascade_tf.models import build_cascade
+from cascade_tf.models.cascade import cascade_inputs
 from cascade_tf.models import build_generator
 from cascade_tf.models import build_restorer
 from cascade_tf.models import fold
@@ -89,7 +90,8 @@ def main(argv: list[str]) -> int:
                                           fold.fold_batch_norm(restorer))}
   # All three take [0, 1] images and return the restored image in [0, 1].
   calls = {name: tf.function(
-      lambda x, m=model: ranges.from_model(m(ranges.to_model(x), training=False)["restored"],
+      lambda x, m=model: ranges.from_model(m(cascade_inputs(ranges.to_model(x)),
+                                             training=False)["restored"],
                                            clip=True), input_signature=[spec])
            for name, model in keras_models.items()}
   with tempfile.TemporaryDirectory(prefix="cascade_infer_ab_") as workdir:

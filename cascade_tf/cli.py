@@ -25,6 +25,8 @@ _CONFIG_FLAGS = {
                          "added to the training split."),
     "image_size": ("data.image_size", "Side S of the square images, px (paper: 128)."),
     "hole_size": ("data.hole_size", "Side of the centre hole, px (protocol: S/2)."),
+    "mask_family": ("data.mask_family", "Holes of the training tracks: centre (the paper), box, "
+                    "free_form, mixed or free (docs/masks.md)."),
     "steps": ("train.steps", "Steps per stage (see --set train.<stage>_steps=N per stage)."),
     "batch_size": ("train.batch_size", "Global batch size, split across replicas (paper: 64)."),
     "lr": ("train.lr", "RMSProp learning rate of every stage (paper: 5e-5); "
@@ -54,7 +56,9 @@ def define_flags(flags_module, names: Iterable[str]) -> None:
   """Defines `--preset`, `--workdir`, `--set` and the named config flags."""
   flags_module.DEFINE_enum("preset", "cpu", sorted(config_lib.PRESETS),
                            "Configuration preset: tiny (tests), cpu (128x128, narrow networks "
-                           "for a CPU), paper (the paper's widths).")
+                           "for a CPU), paper (the paper's widths), blind (cpu's networks with "
+                           "the mask channel and composite, trained on damage of any shape "
+                           "mixed with blur and noise).")
   flags_module.DEFINE_string("workdir", None, "Run directory: config, checkpoints, TensorBoard.")
   flags_module.DEFINE_multi_string("set", [], "Any config override, section.field=value "
                                    "(e.g. --set=generator.base_filters=32); repeatable.")

@@ -17,7 +17,27 @@ import typing
 from typing import Any, Mapping
 
 DATASETS = ("samples", "bsd300", "imagenet", "folder")
-TRACKS = ("inpaint", "restore", "joint")
+# Evaluation tracks (PROTOCOL.md). The first three are the paper's.
+TRACKS = ("inpaint", "restore", "joint", "inpaint_free", "joint_free", "clean")
+PAPER_TRACKS = ("inpaint", "restore", "joint")
+# Training adds `blind`: each image independently gets a hole, a blur and noise or not.
+TRAIN_TRACKS = TRACKS + ("blind",)
+# What each track applies, in this order (appliers.corrupt). `blind` applies
+# each one to an image or not, independently (corruptions.corrupt_batch).
+TRACK_CORRUPTIONS = {
+    "inpaint": ("hole",), "restore": ("blur", "noise"), "joint": ("blur", "noise", "hole"),
+    "inpaint_free": ("hole",), "joint_free": ("blur", "noise", "hole"), "clean": (),
+    "blind": ("blur", "noise", "hole")}
+STAGES = ("pretrain", "gan", "dd", "joint")
+
+
+def validation_track(train_track: str) -> str:
+  """The evaluation track a stage trained on `train_track` is validated on."""
+  return "joint_free" if train_track == "blind" else train_track
+
+
+PAPER_STAGE_TRACKS = {"pretrain": "inpaint", "gan": "inpaint", "dd": "restore", "joint": "joint"}
+MASK_FAMILIES = ("centre", "box", "free_form", "mixed", "free")
 SMALL_IMAGE_RULES = ("upscale", "skip")
 VGG_WEIGHTS_CHOICES = ("imagenet", "none")  # or a path to a local .h5 file
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
@@ -52,6 +72,13 @@ class DataConfig:
   cache: bool = True  # Cache decoded images in memory (small datasets).
   shuffle_buffer: int = 512  # Elements in the training shuffle buffer.
   eval_seed: int = 0  # Seed of the stateless per-image evaluation RNG. Protocol: 0.
+  # Holes of the training tracks inpaint, joint and blind (data/masks.py):
+  # centre | box | free_form | mixed | free. Evaluation tracks keep the protocol's.
+  mask_family: str = "centre"
+  mask_mix: tuple[float, ...] = (0.5, 0.25, 0.25)  # P(centre, box, free_form) of `mixed`.
+  blind_hole_prob: float = 0.5  # Track `blind`: probability that an image gets a hole,
+  blind_blur_prob: float = 0.5  # a blur,
+  blind_noise_prob: float = 0.5  # and noise, each drawn independently.
   imagenet_eval_images: int = 1000  # Size of the fixed ImageNet validation subset.
 
 
@@ -66,6 +93,11 @@ class GeneratorConfig:
   down_kernel_size: int = 4  # px, kernel of the stride-2 (transposed) convs. Paper: silent.
   res_kernel_size: int = 3  # px, kernel of the residual-block convs. Paper: silent.
   leaky_slope: float = 0.2  # Encoder LeakyReLU negative slope. Paper: silent.
+  # Beyond the paper (docs/architecture.md, "Masks"): the hole mask as a 4th
+  # input channel, and the output composited with the input outside the hole,
+  # m * G(x) + (1 - m) * x, before the restorer (training and inference).
+  mask_channel: bool = False
+  composite: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +151,11 @@ class TrainConfig:
   gan_lr: float | None = None  # RMSProp lr of stage `gan` (None: `lr`).
   dd_lr: float | None = None  # RMSProp lr of stage `dd` (None: `lr`).
   joint_lr: float | None = None  # RMSProp lr of stage `joint` (None: `lr`).
+  # Training track of each stage (TRAIN_TRACKS; None: the paper's, PAPER_STAGE_TRACKS).
+  pretrain_track: str | None = None
+  gan_track: str | None = None
+  dd_track: str | None = None
+  joint_track: str | None = None
   checkpoint_every: int = 500  # Steps between checkpoints.
   eval_every: int = 250  # Steps between validation PSNR and image summaries.
   log_every: int = 50  # Steps between scalar summaries.
@@ -147,6 +184,11 @@ class Config:
     """Steps to run for `stage` (per-stage value, else `train.steps`)."""
     value = getattr(self.train, f"{stage}_steps")
     return self.train.steps if value is None else value
+
+  def stage_track(self, stage: str) -> str:
+    """Training track of `stage` (per-stage value, else the paper's track of the stage)."""
+    value = getattr(self.train, f"{stage}_track")
+    return PAPER_STAGE_TRACKS[stage] if value is None else value
 
   def stage_lr(self, stage: str) -> float:
     """Learning rate of `stage` (per-stage value, else `train.lr`)."""
@@ -186,6 +228,28 @@ def cpu() -> Config:
       ))
 
 
+def blind() -> Config:
+  """Damage of any shape, blur and noise or none of them: the `cpu` networks, mask-aware.
+
+  The `cpu` preset's widths (the same cost per step, plus the mask channel's
+  few weights), with the options beyond the paper that make the cascade
+  usable on real photos (docs/architecture.md, "Masks"): the generator takes
+  the mask as a 4th channel and its output is composited with the input
+  outside the hole; holes are `mixed` (half the protocol's centre square,
+  half boxes and brush strokes); and every stage trains on the `blind` mix,
+  where each image independently gets a hole, a blur and noise with
+  probability 1/2 each, so that 1 in 8 images is clean and the restorer
+  learns to leave an intact photo alone. Validation runs on `joint_free`.
+  """
+  base = cpu()
+  return validate(dataclasses.replace(
+      base, preset="blind",
+      data=dataclasses.replace(base.data, mask_family="mixed"),
+      generator=dataclasses.replace(base.generator, mask_channel=True, composite=True),
+      train=dataclasses.replace(base.train, pretrain_track="blind", gan_track="blind",
+                                dd_track="blind", joint_track="blind")))
+
+
 def tiny() -> Config:
   """For tests and smoke runs: 32x32 images, 16-px hole, very narrow networks."""
   return validate(
@@ -204,7 +268,7 @@ def tiny() -> Config:
       ))
 
 
-PRESETS = {"tiny": tiny, "cpu": cpu, "paper": paper}
+PRESETS = {"tiny": tiny, "cpu": cpu, "paper": paper, "blind": blind}
 
 
 def get_preset(name: str) -> Config:
@@ -335,7 +399,18 @@ def validate(config: Config) -> Config:
     raise ValueError("restorer.num_encode and restorer.num_decode must be >= 1.")
   if t.lr <= 0 or t.clip <= 0:
     raise ValueError(f"train.lr={t.lr} and train.clip={t.clip} must be > 0.")
-  for stage in ("pretrain", "gan", "dd", "joint"):
+  if d.mask_family not in MASK_FAMILIES:
+    raise ValueError(f"data.mask_family={d.mask_family!r}: expected one of {MASK_FAMILIES}.")
+  if len(d.mask_mix) != 3 or min(d.mask_mix) < 0 or sum(d.mask_mix[1:]) <= 0:
+    raise ValueError(f"data.mask_mix={d.mask_mix}: expected three probabilities (centre, box, "
+                     "free_form), >= 0, with box + free_form > 0.")
+  for name in ("blind_hole_prob", "blind_blur_prob", "blind_noise_prob"):
+    if not 0.0 <= getattr(d, name) <= 1.0:
+      raise ValueError(f"data.{name}={getattr(d, name)}: must be in [0, 1].")
+  for stage in STAGES:
+    track = getattr(t, f"{stage}_track")
+    if track is not None and track not in TRAIN_TRACKS:
+      raise ValueError(f"train.{stage}_track={track!r}: expected one of {TRAIN_TRACKS}.")
     steps, lr = getattr(t, f"{stage}_steps"), getattr(t, f"{stage}_lr")
     if steps is not None and steps < 0:
       raise ValueError(f"train.{stage}_steps={steps}: must be >= 0.")

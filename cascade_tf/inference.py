@@ -115,7 +115,7 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
   logging.info("Loaded cascade from %s: %s", workdir, weights_from)
   if fold_batch_norm:
     generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
-  model = cascade_lib.build_cascade(generator, restorer)
+  model = cascade_lib.build_cascade(generator, restorer, composite=cfg.generator.composite)
   return LoadedCascade(cfg, model, generator, restorer, weights_from)
 
 
@@ -177,13 +177,16 @@ def savedmodel_config(savedmodel_dir: str) -> config_lib.Config | None:
 
 
 class Repairer:
-  """One call, [0, 1] images in, {"inpainted", "restored"} in [0, 1] out.
+  """One call, [0, 1] images (and optionally hole masks) in, {"inpainted", "restored"} out.
 
   `source` is a training workdir or an exported SavedModel version
   directory (export.py's `<export_dir>/<N>`). Inputs are float32 [B, H, W,
   3]; H and W must be multiples of 32 for a workdir model (the SavedModel
-  pads internally). `config` is the training config: the workdir's, or the
-  one export.py recorded in the SavedModel (None for other SavedModels).
+  pads internally). Masks are float32 [B, H, W, 1], 1 in the hole (whose
+  pixels the caller has filled); without them no pixel is a hole. A
+  SavedModel exported before the masked signature existed ignores them.
+  `config` is the training config: the workdir's, or the one export.py
+  recorded in the SavedModel (None for other SavedModels).
   """
 
   def __init__(self, source: str):
@@ -191,6 +194,7 @@ class Repairer:
     if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
       self._saved = tf.saved_model.load(source)
       self._serve = self._saved.signatures["serving_default"]
+      self._serve_masked = self._saved.signatures.get("serving_masked")
       self.kind = "savedmodel"
       self.config = savedmodel_config(source)
     else:
@@ -199,12 +203,20 @@ class Repairer:
       self.config = loaded.config
       self.kind = "workdir"
       self._call = tf.function(
-          lambda x: self._model(ranges.to_model(x), training=False), reduce_retracing=True)
+          lambda x, m: self._model(cascade_lib.cascade_inputs(ranges.to_model(x), m),
+                                   training=False),
+          reduce_retracing=True)
 
-  def __call__(self, images_01) -> dict[str, tf.Tensor]:
+  def __call__(self, images_01, masks=None) -> dict[str, tf.Tensor]:
     images_01 = tf.convert_to_tensor(images_01, tf.float32)
+    if masks is None:
+      masks = tf.zeros_like(images_01[..., :1])
+    masks = tf.convert_to_tensor(masks, tf.float32)
     if self.kind == "savedmodel":
-      out = self._serve(images=images_01)
+      if self._serve_masked is not None:
+        out = self._serve_masked(images=images_01, masks=masks)
+      else:
+        out = self._serve(images=images_01)
       return {"inpainted": out["inpainted"], "restored": out["restored"]}
-    out = self._call(images_01)
+    out = self._call(images_01, masks)
     return {k: ranges.from_model(v, clip=True) for k, v in out.items()}

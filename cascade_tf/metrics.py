@@ -134,6 +134,32 @@ def hole_psnr(y_true, y_pred, mask):
   return _psnr_from_mse(error_sum / weight_sum)
 
 
+def hole_ssim(y_true, y_pred, mask):
+  """SSIM averaged over the hole: the protocol's SSIM map, weighted by the mask.
+
+  The SSIM map (`tf.image.ssim`'s index map, averaged over channels) has a
+  value per 11 x 11 window fully inside the image; each window is weighted
+  by the mask at its centre pixel. An image without a hole pixel at a
+  window centre gets NaN (leave it out of the mean, as `hole_psnr` does).
+
+  Args:
+    y_true, y_pred: float [B, H, W, C] in [0, 1], as for `ssim`.
+    mask: float [B, H, W, 1], 1 inside the hole.
+
+  Returns:
+    float32 [B].
+  """
+  y_true, y_pred = _check_pair(y_true, y_pred, "hole_ssim")
+  index_map = tf.image.ssim(
+      y_true, y_pred, max_val=DATA_RANGE, filter_size=SSIM_FILTER_SIZE,
+      filter_sigma=SSIM_FILTER_SIGMA, k1=SSIM_K1, k2=SSIM_K2, return_index_map=True)
+  if index_map.shape.rank == 4:  # [B, H', W', C] on some versions: average the channels.
+    index_map = tf.reduce_mean(index_map, axis=-1)
+  half = SSIM_FILTER_SIZE // 2
+  mask = tf.cast(tf.convert_to_tensor(mask), tf.float32)[:, half:-half, half:-half, 0]
+  return tf.reduce_sum(index_map * mask, axis=[1, 2]) / tf.reduce_sum(mask, axis=[1, 2])
+
+
 def ssim(y_true, y_pred):
   """Structural similarity of each image, averaged over space and channels.
 

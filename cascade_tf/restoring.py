@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
 import keras
+import scipy.ndimage
 import tensorflow as tf
 
 from cascade_tf import inference
@@ -41,6 +42,7 @@ from cascade_tf.data import sources
 DEFAULT_MAX_PIXELS = 100_000_000
 
 HOLES = ("none", "centre")
+MODES = ("full", "inpaint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,12 @@ class RestoreOptions:
   """How `restore_paths` prepares and runs each photo."""
 
   hole: str = "none"  # none | centre: a centred square of side min(H, W) // 2 set to 0.5.
-  mask_path: str | None = None  # Image whose white (> 50% grey) pixels are set to 0.5.
+  mask_path: str | None = None  # Image whose white (> 50% grey) pixels are the hole.
+  mask_dir: str | None = None  # Folder of masks named like the images (any image extension).
+  mask_dilate: int = 0  # px; grow every hole by this much (a disk) before filling it.
+  # full: the cascade repairs the whole photo (blur and noise too); inpaint: only
+  # the hole changes (the generator's fill pasted into the untouched photo).
+  mode: str = "full"
   tile_size: int | None = None  # px; None: the model's training size; 0: no tiling.
   tile_overlap: int | None = None  # px; None: tile_size // 4.
   batch_size: int = 8  # Tiles per model call.
@@ -80,6 +87,89 @@ def read_mask(path: str, max_pixels: int | None = None) -> np.ndarray:
     raise ValueError(f"--mask={path}: cannot read it as an image ({type(e).__name__}: {e}).")
   # The channel sum (uint16: no float copy of the mask) over 3 * 127.5.
   return rgb.sum(axis=-1, dtype=np.uint16) > 382
+
+
+def dilate(hole: np.ndarray, pixels: int) -> np.ndarray:
+  """bool [H, W]: `hole` grown by `pixels` px (every pixel within that distance of it)."""
+  if pixels <= 0 or not hole.any():
+    return hole
+  return scipy.ndimage.distance_transform_edt(~hole) <= pixels
+
+
+def fill_large_holes(image: np.ndarray, hole: np.ndarray, repair, *, tile_size: int,
+                     multiple: int, fill: float = 0.5) -> tuple[np.ndarray, np.ndarray, int]:
+  """Fills, at a reduced scale, every hole too large for the model's tiles.
+
+  The model was trained to fill a hole of half its training size (S/2) in
+  an S x S image. A connected hole whose bounding box is larger than
+  `tile_size` / 2 is filled in a window of twice its size around it,
+  shrunk (anti-aliased) until the hole is `tile_size` / 2 across; the
+  model's `inpainted` output there is enlarged (bicubic) and pasted into
+  the photo, at the hole's pixels only. The caller then runs the usual
+  tiled pass with the remaining (small) holes: the pasted fill is known
+  content to it.
+
+  Args:
+    image: [H, W, 3], uint8 or float32 in [0, 1]; changed in place when
+      writable (else copied).
+    hole: bool [H, W].
+    repair: (images [1, h, w, 3], masks [1, h, w, 1]) -> {"inpainted": ...}
+      in [0, 1].
+    tile_size: the model's training image size S (holes up to S / 2 are left).
+    multiple: the size multiple the model needs.
+    fill: the grey the hole is filled with before the model sees it.
+
+  Returns:
+    (image, the holes left for the tiled pass, how many holes were filled).
+  """
+  labels, count = scipy.ndimage.label(hole)
+  limit = max(tile_size // 2, 1)
+  remaining, filled = hole.copy(), 0
+  height, width = hole.shape
+  for index, box in enumerate(scipy.ndimage.find_objects(labels), start=1):
+    rows, cols = box
+    extent = max(rows.stop - rows.start, cols.stop - cols.start)
+    if extent <= limit:
+      continue
+    # A window twice the hole's size, centred on it, inside the image.
+    side = 2 * extent
+    top = int(np.clip((rows.start + rows.stop - side) // 2, 0, max(height - side, 0)))
+    left = int(np.clip((cols.start + cols.stop - side) // 2, 0, max(width - side, 0)))
+    window = (slice(top, min(top + side, height)), slice(left, min(left + side, width)))
+    scale = limit / extent
+    window_hole = labels[window] == index
+    crop = image[window]
+    crop = crop.astype(np.float32) / 255.0 if crop.dtype == np.uint8 else crop
+    small_size = [max(multiple, int(round(n * scale / multiple)) * multiple)
+                  for n in crop.shape[:2]]
+    small = tf.image.resize(crop, small_size, method="bicubic", antialias=True).numpy()
+    # A pixel is a hole at the small scale if any of its footprint is.
+    small_hole = tf.image.resize(window_hole[..., None].astype(np.float32), small_size,
+                                 method="area").numpy() > 0
+    small = np.where(small_hole, np.float32(fill), np.clip(small, 0.0, 1.0))
+    out = repair(small[None], small_hole[None].astype(np.float32))["inpainted"]
+    large = tf.image.resize(np.asarray(out, np.float32), crop.shape[:2], method="bicubic").numpy()[0]
+    large = np.clip(large, 0.0, 1.0)
+    if image.dtype == np.uint8:
+      large = np.round(large * 255.0).astype(np.uint8)
+    if not image.flags.writeable:  # Decoders may hand out read-only arrays.
+      image = image.copy()
+    image[window] = np.where(window_hole[..., None], large, image[window])
+    remaining[labels == index] = False
+    filled += 1
+  del count
+  return image, remaining, filled
+
+
+def find_mask(mask_dir: str, name: str) -> str | None:
+  """The mask of the image whose output name is `name` (relative, no extension): the file
+  `<mask_dir>/<name>.<ext>` for an image extension, or None."""
+  for extension in sources.IMAGE_EXTENSIONS:
+    for candidate in (extension, extension.upper()):
+      path = os.path.join(mask_dir, name + candidate)
+      if os.path.isfile(path):
+        return path
+  return None
 
 
 def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
@@ -186,9 +276,10 @@ class _SkipImage(Exception):
   """An input file that `restore_paths` skips; the message says why."""
 
 
-def _prepare_image(path: str, options: RestoreOptions,
+def _prepare_image(path: str, name: str, options: RestoreOptions,
                    mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-  """Reads `path` and applies --resize; returns (image, hole).
+  """Reads `path` (and its mask from --mask_dir) and applies --resize and --mask_dilate;
+  returns (image, hole).
 
   image: uint8 [H, W, 3] as decoded, or float32 [H, W, 3] in [0, 1] when
   resized; hole: bool [H, W] (the pixels to fill) or None.
@@ -206,10 +297,22 @@ def _prepare_image(path: str, options: RestoreOptions,
   except Exception as e:  # pylint: disable=broad-except
     # Decoders raise many types on corrupt data; one bad file must not end the run.
     raise _SkipImage(f"unreadable ({type(e).__name__}: {e})") from None
+  mask_path = options.mask_path
+  if options.mask_dir:
+    mask_path = find_mask(options.mask_dir, name)
+    if mask_path is None:
+      raise _SkipImage(f"no mask for it in --mask_dir={options.mask_dir} (looked for "
+                       f"{name}.png and the other image extensions)")
+    try:
+      mask = read_mask(mask_path, options.max_pixels or None)
+    except ValueError as e:
+      raise _SkipImage(str(e).replace("--mask=", "its mask ")) from None
   hole = mask
   if mask is not None and mask.shape != image.shape[:2]:
-    raise _SkipImage(f"the mask {options.mask_path} is {mask.shape[1]}x{mask.shape[0]} px but "
-                     f"the image is {image.shape[1]}x{image.shape[0]} px")
+    raise _SkipImage(f"the mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} px but "
+                     f"the image {path} is {image.shape[1]}x{image.shape[0]} px")
+  if hole is not None:
+    hole = dilate(hole, options.mask_dilate)
   if options.resize_short_side:
     image = resize_short_side(image, options.resize_short_side)
     if hole is not None:
@@ -244,8 +347,23 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
   """
   if options.hole not in HOLES:
     raise ValueError(f"--hole={options.hole}: expected one of {HOLES}.")
-  if options.hole != "none" and options.mask_path:
-    raise ValueError("--hole and --mask both define the hole: pass only one of them.")
+  holes_given = [flag for flag, given in (("--hole", options.hole != "none"),
+                                            ("--mask", options.mask_path),
+                                            ("--mask_dir", options.mask_dir)) if given]
+  if len(holes_given) > 1:
+    raise ValueError(f"{' and '.join(holes_given)} all define the hole: pass only one of them.")
+  if options.mode not in MODES:
+    raise ValueError(f"--mode={options.mode}: expected one of {MODES}.")
+  if options.mode == "inpaint" and not holes_given:
+    raise ValueError("--mode=inpaint changes only the hole: give one with --mask, --mask_dir "
+                     "or --hole=centre.")
+  if options.mode == "inpaint" and options.save_intermediate:
+    raise ValueError("--save_intermediate writes the generator's output beside the restored "
+                     "photo (--mode=full); with --mode=inpaint that output is the result.")
+  if options.mask_dilate < 0:
+    raise ValueError(f"--mask_dilate={options.mask_dilate}: must be >= 0 px.")
+  if options.mask_dir and not os.path.isdir(options.mask_dir):
+    raise ValueError(f"--mask_dir={options.mask_dir} is not a folder.")
   if options.resize_short_side is not None and options.resize_short_side < 1:
     raise ValueError(f"--resize={options.resize_short_side}: must be a positive number of px.")
   if options.batch_size < 1:
@@ -269,12 +387,18 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
       raise ValueError(f"--model={model} records no training image size: pass --tile_size.")
     tile_size = cfg.data.image_size
   overlap = tile_size // 4 if options.tile_overlap is None else options.tile_overlap
+  # The model learned to fill holes of half its training size; larger ones are
+  # filled at a reduced scale first (`fill_large_holes`).
+  reach = cfg.data.image_size if cfg else (tile_size or 128)
   tiling.check_tiling(tile_size, overlap, multiple)
   mask = read_mask(options.mask_path, options.max_pixels or None) if options.mask_path else None
-  outputs = serving.OUTPUTS if options.save_intermediate else ("restored",)
+  if options.mode == "inpaint":
+    outputs = ("inpainted",)
+  else:
+    outputs = serving.OUTPUTS if options.save_intermediate else ("restored",)
 
-  def run(batch):
-    return {name: value.numpy() for name, value in repairer(batch).items()}
+  def run(batch, masks):
+    return {name: value.numpy() for name, value in repairer(batch, masks).items()}
 
   report = RestoreReport()
   start = time.perf_counter()
@@ -292,23 +416,36 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
 
   for path, name in images:
     try:
-      image, hole = _prepare_image(path, options, mask)
+      image, hole = _prepare_image(path, name, options, mask)
     except _SkipImage as e:
       skip(path, name, str(e))
       continue
     try:
+      tile_hole = hole
+      original = image.copy() if options.mode == "inpaint" else None
+      if hole is not None:
+        image, tile_hole, large = fill_large_holes(image, hole, run, tile_size=reach,
+                                                   multiple=multiple, fill=fill)
+        if large:
+          progress.message(f"{name}: filled {large} hole(s) larger than the model's "
+                           f"{reach // 2}-px reach at a reduced scale")
       result = tiling.apply_tiled(image, run, tile_size=tile_size, overlap=overlap,
                                   multiple=multiple, batch_size=options.batch_size,
                                   outputs=outputs,
                                   progress=functools.partial(progress.tiles, name),
-                                  hole=hole, fill=fill, dtype=np.uint8)
+                                  hole=tile_hole, fill=fill, dtype=np.uint8)
     except tf.errors.InvalidArgumentError as e:
       # A SavedModel refuses what its checks do not accept (e.g. over its
       # --max_pixels with --tile_size=0): this image is skipped, not the run.
       skip(path, name, f"the model refused it: {_error_text(e.message)}")
       continue
-    finally:
-      del image, hole
+    if options.mode == "inpaint":
+      # Only the hole changes: the generator's fill pasted into the photo as read.
+      if original.dtype != np.uint8:
+        original = np.round(np.clip(original, 0.0, 1.0) * 255.0).astype(np.uint8)
+      result["restored"] = np.where(hole[..., None], result.pop("inpainted"), original)
+      del original
+    del image, hole
     out_path = os.path.join(output_dir, name + ".png")
     write_png(out_path, result["restored"])
     if options.save_intermediate:

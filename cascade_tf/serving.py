@@ -1,7 +1,7 @@
 """The SavedModel export that TF Serving loads.
 
 `export_savedmodel(workdir, export_dir)` writes `<export_dir>/<N>/`, a
-SavedModel in TF Serving's versioned layout, with two signatures:
+SavedModel in TF Serving's versioned layout, with four signatures:
 
 * `serving_default`: `images`, float32 [batch, height, width, 3] in [0, 1],
   any batch, height and width >= 32 (2 ** generator.num_levels). Inside,
@@ -15,8 +15,18 @@ SavedModel in TF Serving's versioned layout, with two signatures:
   `inpainted_bytes`: string [batch] of PNGs, 8 bits per channel. The
   `_bytes` suffix makes TF Serving's REST API return them as `{"b64": ...}`.
 
-Both take the image as it is: a hole must already be in the pixels (the
-networks were trained with holes filled with 0.5). Invalid input fails with
+* `serving_masked`: `images` as above and `masks`, float32 [batch, height,
+  width, 1], values > 0.5 in the hole. The hole is filled with the training's
+  fill value (0.5) and the mask goes to the cascade (a generator with the
+  mask channel sees it; with `generator.composite` the pixels outside the
+  hole pass to the restorer untouched). Outputs as `serving_default`.
+* `serving_masked_bytes`: `images_bytes` and `masks_bytes`, string [batch],
+  pair by pair; a mask is any JPEG or PNG whose pixels brighter than 0.5
+  (after conversion to grey) are the hole. Outputs as `serving_bytes`.
+
+The unmasked signatures take the image as it is: no pixel is marked as a
+hole, so a model without the mask channel fills grey holes as trained, and
+a mask-channel model treats every pixel as known. Invalid input fails with
 an InvalidArgumentError that says what was expected, and so does input over
 the export's pixel limit (`max_pixels`): encoded images are measured from
 their header, before anything is decoded.
@@ -46,11 +56,16 @@ import tensorflow as tf
 from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import ranges
+from cascade_tf.models import cascade as cascade_lib
 
 SIGNATURE_IMAGES = "serving_default"
 SIGNATURE_BYTES = "serving_bytes"
+SIGNATURE_MASKED = "serving_masked"
+SIGNATURE_MASKED_BYTES = "serving_masked_bytes"
 INPUT_IMAGES = "images"
 INPUT_BYTES = "images_bytes"
+INPUT_MASKS = "masks"
+INPUT_MASKS_BYTES = "masks_bytes"
 OUTPUTS = ("restored", "inpainted")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -75,15 +90,44 @@ class CascadeModule:
   loaders restore them.
   """
 
-  def __init__(self, cascade: keras.Model, multiple: int, max_pixels: int):
+  def __init__(self, cascade: keras.Model, multiple: int, max_pixels: int,
+               hole_fill: float = 0.5):
     self.cascade = cascade
     self.multiple = multiple
     self.max_pixels = max_pixels
+    self.hole_fill = hole_fill
 
-  def _repair(self, images, input_name=INPUT_IMAGES):
+  def _check_masks(self, masks, images, mask_name):
+    """The masks [B, H, W, 1] of `images`, binarised (> 0.5 is the hole), or an
+    InvalidArgumentError naming `mask_name`."""
+    shape, image_shape = tf.shape(masks), tf.shape(images)
+    rank = tf.reduce_sum(tf.cast(shape >= 0, tf.int32))
+    layout_ok = tf.logical_and(tf.equal(rank, 4), tf.reduce_all(tf.equal(shape[-1:], 1)))
+    layout_check = tf.debugging.Assert(
+        layout_ok, [f"{mask_name}: expected float32 [batch, height, width, 1] (1 in the hole, "
+                    "0 elsewhere); got shape", shape], summarize=8)
+    with tf.control_dependencies([layout_check]):
+      same = tf.reduce_all(tf.equal(shape[:3], image_shape[:3]))
+    size_check = tf.debugging.Assert(
+        same, [f"{mask_name}: expected one mask per image, of the image's height and width; "
+               "got masks [batch, height, width, 1] =", shape, "for images", image_shape],
+        summarize=8)
+    with tf.control_dependencies([size_check]):
+      largest, smallest = tf.reduce_max(masks), tf.reduce_min(masks)
+    range_check = tf.debugging.Assert(
+        tf.logical_and(largest <= 1.0 + _RANGE_TOLERANCE, smallest >= -_RANGE_TOLERANCE),
+        [f"{mask_name}: expected values in [0, 1] (1 in the hole); got values from", smallest,
+         "to", largest])
+    with tf.control_dependencies([range_check]):
+      return tf.cast(masks > 0.5, tf.float32)
+
+  def _repair(self, images, input_name=INPUT_IMAGES, masks=None, mask_name=INPUT_MASKS):
     """float32 [B, H, W, 3] in [0, 1] -> {"restored", "inpainted"} in [0, 1].
 
-    Errors name `input_name`, the signature input the images came from.
+    With `masks` ([B, H, W, 1], > 0.5 in the hole) the hole is filled with
+    the training's fill value and the mask goes to the cascade; without, no
+    pixel is a hole (the pixels are taken as they are). Errors name
+    `input_name` and `mask_name`, the signature inputs the tensors came from.
     """
     shape = tf.shape(images)
     # The signature's static shape is not enforced on what TF Serving (or a
@@ -124,8 +168,13 @@ class CascadeModule:
     with tf.control_dependencies(checks):
       pad_h = (-height) % self.multiple
       pad_w = (-width) % self.multiple
+      if masks is not None:
+        masks = self._check_masks(masks, images, mask_name)
+        images = images * (1.0 - masks) + self.hole_fill * masks
+        masks = tf.pad(masks, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
       padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
-    out = self.cascade(ranges.to_model(padded), training=False)
+    out = self.cascade(cascade_lib.cascade_inputs(ranges.to_model(padded), masks),
+                       training=False)
     return {name: ranges.from_model(out[name][:, :height, :width, :], clip=True)
             for name in OUTPUTS}
 
@@ -142,6 +191,29 @@ class CascadeModule:
 
     spec = {f"{name}_bytes": tf.TensorSpec([], tf.string) for name in OUTPUTS}
     return tf.map_fn(one, images_bytes, fn_output_signature=spec)
+
+  def serve_masked(self, images, masks):
+    """The `serving_masked` signature: images and their hole masks."""
+    return self._repair(images, masks=masks)
+
+  def serve_masked_bytes(self, images_bytes, masks_bytes):
+    """The `serving_masked_bytes` signature: encoded images and masks, pair by pair."""
+    count_check = tf.debugging.assert_equal(
+        tf.shape(images_bytes), tf.shape(masks_bytes),
+        message=f"{INPUT_MASKS_BYTES}: expected one mask per image of {INPUT_BYTES}")
+
+    def one(pair):
+      data, mask_data = pair
+      image = decode_image(data, self.max_pixels)
+      mask = tf.image.rgb_to_grayscale(decode_image(mask_data, self.max_pixels,
+                                                    INPUT_MASKS_BYTES))
+      out = self._repair(image[None], INPUT_BYTES, mask[None], INPUT_MASKS_BYTES)
+      return {f"{name}_bytes": encode_png(out[name][0]) for name in OUTPUTS}
+
+    spec = {f"{name}_bytes": tf.TensorSpec([], tf.string) for name in OUTPUTS}
+    with tf.control_dependencies([count_check]):
+      images_bytes = tf.identity(images_bytes)
+    return tf.map_fn(one, (images_bytes, masks_bytes), fn_output_signature=spec)
 
 
 def pixel_limit_check(pixels, max_pixels: int, what: str, got: list):
@@ -164,7 +236,7 @@ def _big_endian_uint32(data, offset: int):
   return raw[0] * 2 ** 24 + raw[1] * 2 ** 16 + raw[2] * 2 ** 8 + raw[3]
 
 
-def encoded_image_size(data):
+def encoded_image_size(data, input_name: str = INPUT_BYTES):
   """(height, width), int64 scalars, read from a JPEG or PNG header without decoding pixels.
 
   PNG: the IHDR chunk, which every PNG has first (bytes 8-24); JPEG: the
@@ -178,14 +250,14 @@ def encoded_image_size(data):
   is_jpeg = tf.equal(tf.strings.substr(data, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
   kind_check = tf.debugging.Assert(
       tf.logical_or(is_png, is_jpeg),
-      [f"{INPUT_BYTES}: expected encoded JPEG or PNG images (raw file bytes; in TF Serving's "
+      [f"{input_name}: expected encoded JPEG or PNG images (raw file bytes; in TF Serving's "
        'REST API as {"b64": "<base64 of the file>"}); got bytes that start neither with the '
        "PNG nor the JPEG signature. Length of the string in bytes:", length])
 
   def png_size():
     header_check = tf.debugging.Assert(
         tf.logical_and(length >= 24, tf.equal(tf.strings.substr(data, 12, 4), b"IHDR")),
-        [f"{INPUT_BYTES}: a PNG signature without the IHDR header chunk that must follow it "
+        [f"{input_name}: a PNG signature without the IHDR header chunk that must follow it "
          "(truncated or corrupt PNG). Length of the string in bytes:", length])
     with tf.control_dependencies([header_check]):
       return _big_endian_uint32(data, 20), _big_endian_uint32(data, 16)
@@ -198,7 +270,7 @@ def encoded_image_size(data):
     return tf.cond(is_png, png_size, jpeg_size)
 
 
-def decode_image(data, max_pixels: int = 0):
+def decode_image(data, max_pixels: int = 0, input_name: str = INPUT_BYTES):
   """One encoded JPEG or PNG (string scalar) -> float32 [H, W, 3] in [0, 1].
 
   The header is read first (`encoded_image_size`): an image of more than
@@ -206,11 +278,11 @@ def decode_image(data, max_pixels: int = 0):
   naming the limit before any pixel is decoded. Grey images are repeated to
   RGB and alpha is dropped (tf.io.decode_image with channels=3); 16-bit PNGs
   are reduced to 8 bits. Anything but a JPEG or PNG fails with an
-  InvalidArgumentError saying so.
+  InvalidArgumentError saying so. Errors name `input_name`.
   """
-  height, width = encoded_image_size(data)
+  height, width = encoded_image_size(data, input_name)
   size_check = pixel_limit_check(
-      height * width, max_pixels, f"{INPUT_BYTES}: image too large; each image may have",
+      height * width, max_pixels, f"{input_name}: image too large; each image may have",
       ["height x width =", height, width, "according to its header (nothing was decoded)"])
   with tf.control_dependencies([size_check]):
     image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
@@ -275,7 +347,7 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
   # A hidden, non-numeric name: TF Serving ignores it while it is written.
   temp_path = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
   multiple = 2 ** loaded.config.generator.num_levels
-  module = CascadeModule(loaded.model, multiple, max_pixels)
+  module = CascadeModule(loaded.model, multiple, max_pixels, loaded.config.data.hole_fill)
   # Keras' export archive, not tf.saved_model.save of a tf.Module: the
   # archive lists the variables the functions use where the MetaGraph's
   # saver finds them, so that TF Serving's session-based loader
@@ -286,6 +358,12 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
       tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_IMAGES)])
   archive.add_endpoint(SIGNATURE_BYTES, module.serve_bytes, input_signature=[
       tf.TensorSpec([None], tf.string, name=INPUT_BYTES)])
+  archive.add_endpoint(SIGNATURE_MASKED, module.serve_masked, input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_IMAGES),
+      tf.TensorSpec([None, None, None, 1], tf.float32, name=INPUT_MASKS)])
+  archive.add_endpoint(SIGNATURE_MASKED_BYTES, module.serve_masked_bytes, input_signature=[
+      tf.TensorSpec([None], tf.string, name=INPUT_BYTES),
+      tf.TensorSpec([None], tf.string, name=INPUT_MASKS_BYTES)])
   try:
     archive.write_out(temp_path, verbose=False)
     provenance = {
@@ -306,6 +384,16 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
                             for name in OUTPUTS}},
             SIGNATURE_BYTES: {
                 "inputs": {INPUT_BYTES: "string [batch], encoded JPEG or PNG"},
+                "outputs": {f"{name}_bytes": "string [batch], PNG" for name in OUTPUTS}},
+            SIGNATURE_MASKED: {
+                "inputs": {INPUT_IMAGES: "float32 [batch, height, width, 3] in [0, 1]",
+                           INPUT_MASKS: "float32 [batch, height, width, 1], > 0.5 in the hole"},
+                "outputs": {name: "float32 [batch, height, width, 3] in [0, 1]"
+                            for name in OUTPUTS}},
+            SIGNATURE_MASKED_BYTES: {
+                "inputs": {INPUT_BYTES: "string [batch], encoded JPEG or PNG",
+                           INPUT_MASKS_BYTES: "string [batch], encoded JPEG or PNG, grey "
+                                              "> 0.5 in the hole"},
                 "outputs": {f"{name}_bytes": "string [batch], PNG" for name in OUTPUTS}},
         },
         "tensorflow": tf.__version__,

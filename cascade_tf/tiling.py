@@ -35,7 +35,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-TileFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+# (tiles [B, th, tw, 3] in [0, 1], their hole masks [B, th, tw, 1]) -> outputs.
+TileFn = Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -149,8 +150,10 @@ def apply_tiled(image: np.ndarray,
 
   Args:
     image: [H, W, 3], float32 in [0, 1] or uint8 (read as value / 255).
-    fn: maps float32 [B, th, tw, 3] to a mapping that holds at least the
-      names in `outputs`, each [B, th, tw, 3] (arrays or tensors).
+    fn: maps float32 tiles [B, th, tw, 3] and their hole masks float32
+      [B, th, tw, 1] (1 in the hole; zeros without `hole`) to a mapping that
+      holds at least the names in `outputs`, each [B, th, tw, 3] (arrays or
+      tensors).
     tile_size: px, a multiple of `multiple`; 0 runs the whole image (padded
       to a multiple of `multiple`) in one call.
     overlap: px shared by neighbouring tiles, in [0, tile_size / 2].
@@ -197,19 +200,21 @@ def apply_tiled(image: np.ndarray,
   total_tiles, tiles_done = len(rows.starts) * len(cols.starts), 0
 
   def read_tile(row_index, col_index):
+    """(tile [th, tw, 3] with its hole filled, its mask [th, tw, 1])."""
     window = np.ix_(row_index, col_index)
     tile = image[window]
     tile = tile.astype(np.float32) / 255.0 if tile.dtype == np.uint8 else tile
-    if hole is not None:
-      tile = np.where(hole[window][..., None], np.float32(fill), tile)
-    return tile
+    if hole is None:
+      return tile, np.zeros(tile.shape[:2] + (1,), np.float32)
+    tile_hole = hole[window][..., None]
+    return np.where(tile_hole, np.float32(fill), tile), tile_hole.astype(np.float32)
 
   for i, top in enumerate(rows.starts):
     row_index = reflect_indices(top, rows.tile, height)
     for first in range(0, len(cols.starts), batch_size):
       chunk = range(first, min(first + batch_size, len(cols.starts)))
-      batch = np.stack([read_tile(row_index, col_indices[j]) for j in chunk])
-      result = fn(batch)
+      tiles, masks = zip(*[read_tile(row_index, col_indices[j]) for j in chunk])
+      result = fn(np.stack(tiles), np.stack(masks))
       values = {name: np.asarray(result[name], np.float32) for name in outputs}
       for k, j in enumerate(chunk):
         weight = np.outer(rows.weights[i], cols.weights[j]).astype(np.float32)[..., None]

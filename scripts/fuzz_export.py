@@ -6,8 +6,9 @@
 The SavedModel is loaded with TensorFlow's session-based loader (the
 MetaGraph's saver restores the variables, signatures run in a Session), as
 TF Serving's `LoadSavedModel` and `saved_model_cli run` do. Every signature
-whose inputs are strings (`serving_bytes`, and any later bytes signature)
-is fed, one request per case:
+whose inputs are strings (`serving_bytes`, `serving_masked_bytes`, which
+gets each case as both its images and their masks, and any later bytes
+signature) is fed, one request per case:
 
 * valid JPEGs and PNGs (RGB, grey, RGBA, 16-bit, odd sizes), alone and
   batched;
@@ -168,12 +169,14 @@ def run(export: str, count: int, seed: int) -> dict:
     decoded = tf.compat.v1.placeholder(tf.string, [])
     png_shape = tf.shape(tf.io.decode_png(decoded, channels=3))
     for name, signature in signatures.items():
-      [input_info] = signature.inputs.values()
+      # serving_masked_bytes gets each case as the images and as their masks.
+      input_names = [info.name for info in signature.inputs.values()]
       fetches = {key: info.name for key, info in signature.outputs.items()}
       for kind, images in cases:
         group = kind.split("/")[0]
         try:
-          out = session.run(fetches, {input_info.name: np.array(images, dtype=object)})
+          out = session.run(fetches, {name: np.array(images, dtype=object)
+                                      for name in input_names})
         except tf.errors.InvalidArgumentError:
           outcomes[(name, group, "invalid")] += 1
           continue

@@ -305,6 +305,11 @@ def main(argv):
         f"Stage {stage} continues the {', '.join(missing)} of an earlier stage: run that stage "
         "first in --stages, pass --init_dir with its weights, or --from_scratch.")
   keras.utils.set_random_seed(cfg.train.seed)
+  for stage in stages:
+    try:
+      jax_steps.check_supported(cfg, stage)
+    except ValueError as error:
+      raise app.UsageError(str(error)) from None
   models = stages_lib.build_networks(cfg, needed)
   for name in init:
     weights_io.load_weights(models[name], _INIT_DIR.value, name)

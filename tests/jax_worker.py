@@ -77,6 +77,7 @@ def corrupt(directory):
     bank = {k: jnp.asarray(data[k]) for k in data.files}
   sampled = jax_steps.sample_corruptions(params["clean"], jax.random.key(0), bank, "joint", cfg)
   out["sampled"] = np.asarray(sampled["corrupted"])
+  out["sampled_mask"] = np.asarray(sampled["mask"])
   np.savez(os.path.join(directory, "corrupted.npz"), **out)
 
 

@@ -7,6 +7,7 @@ import pytest
 from scipy import ndimage
 from skimage import data, transform
 
+from cascade_tf import config
 from cascade_tf.evaluation import baselines
 
 SIZE = 64
@@ -74,7 +75,7 @@ def _run(name, example, **kwargs):
 def test_identity_returns_input_on_every_track():
   example = _example(_astronaut(), "joint", _hole_mask(), _gaussian_kernel(1.0), 0.02)
   baseline = baselines.get_baselines(["identity"])[0]
-  assert baseline.tracks == ("inpaint", "restore", "joint") and not baseline.oracle
+  assert baseline.tracks == config.TRACKS and not baseline.oracle
   np.testing.assert_array_equal(baseline.fn(example), example["corrupted"])
 
 
@@ -196,7 +197,7 @@ def test_chained_names_fill_then_restore():
   example = _example(clean, "joint", mask, _gaussian_kernel(1.5), noise_sigma=0.005)
   chain = baselines.get_baselines(["telea+wiener_oracle"])[0]
   assert chain.name == "telea+wiener_oracle"
-  assert chain.tracks == ("joint",) and chain.oracle
+  assert chain.tracks == ("joint", "joint_free") and chain.oracle
   assert set(chain.params) == {"telea", "wiener_oracle"}
   restored = chain.fn(example)
   hole = mask[..., 0] > 0

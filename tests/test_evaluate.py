@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from cascade_tf import config as config_lib
 from cascade_tf import inference
+from cascade_tf import metrics
 from cascade_tf import ranges
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
@@ -33,7 +34,7 @@ from cascade_tf.training import loop
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = config_lib.tiny().data  # samples, 32 px, 16-px hole.
-ROW_KEYS = {"psnr", "hole_psnr", "ssim", "sec_per_image"}
+ROW_KEYS = {"psnr", "hole_psnr", "ssim", "hole_ssim", "sec_per_image"}
 BASELINES = ("identity", "telea", "tv")
 # Runs evaluate.py's main with two logical CPUs, so that --strategy=mirrored
 # really splits batches across two replicas (they must be configured before
@@ -173,7 +174,7 @@ def test_resolve_baseline_names_routes_each_name_to_its_tracks():
 
 @pytest.mark.parametrize("tokens, tracks, message", [
     (["telea", "nope"], ["inpaint"], "Unknown baseline 'nope'"),
-    (["tv"], ["inpaint"], "'tv' is meant for the track(s) ['restore']"),
+    (["tv"], ["inpaint"], "'tv' is meant for the track(s) ['restore', 'clean']"),
     (["none", "tv"], ["restore"], "'none' cannot be combined"),
 ])
 def test_resolve_baseline_names_rejects_bad_names(tokens, tracks, message):
@@ -213,16 +214,24 @@ def test_identity_row_equals_a_direct_computation(tmp_path):
                                        source=source).as_numpy_iterator())
     clean = batch["clean"].astype(np.float64)
     error = (clean - batch["corrupted"].astype(np.float64))**2
-    psnr = np.mean(10 * np.log10(1.0 / error.mean(axis=(1, 2, 3))))
+    with np.errstate(divide="ignore"):  # `clean`: no error, PSNR capped.
+      psnr = np.mean(np.minimum(10 * np.log10(1.0 / error.mean(axis=(1, 2, 3))),
+                                metrics.PSNR_CAP_DB))
     row = results["results"]["identity"][track]
     assert row["psnr"] == pytest.approx(psnr, abs=1e-4)
-    if track == "restore":
-      assert row["hole_psnr"] is None
+    hole = batch["mask"][..., 0] > 0.5
+    if track in ("restore", "clean"):
+      assert row["hole_psnr"] is None and row["hole_ssim"] is None and not hole.any()
     else:
-      hole = batch["mask"][..., 0] > 0.5
       hole_mse = np.array([e[h].mean() for e, h in zip(error, hole)])
       assert row["hole_psnr"] == pytest.approx(np.mean(10 * np.log10(1.0 / hole_mse)), abs=1e-4)
-    assert 0 < row["ssim"] < 1 and row["sec_per_image"] is None
+      assert results["protocol"]["mask_area"][track] == pytest.approx(hole.mean(), abs=1e-4)
+      assert row["hole_ssim"] < row["ssim"]  # The hole is where the input is wrong.
+    if track == "clean":
+      assert row["psnr"] == metrics.PSNR_CAP_DB and row["ssim"] == 1.0
+    else:
+      assert 0 < row["ssim"] < 1
+    assert row["sec_per_image"] is None
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved == results
   assert "| inpaint | identity |" in (tmp_path / "results.md").read_text()
@@ -320,13 +329,14 @@ def test_cli_end_to_end_on_samples(cli_run):
   assert results["dataset"] == "samples" and results["n_images"] == 3
   assert results["protocol"]["deviations"] and results["protocol"]["timing"]
   tracks = {"cascade": set(config_lib.TRACKS), "cascade_intermediate": set(config_lib.TRACKS),
-            "identity": set(config_lib.TRACKS), "telea": {"inpaint"}, "tv": {"restore"}}
+            "identity": set(config_lib.TRACKS), "telea": {"inpaint", "inpaint_free"},
+            "tv": {"restore", "clean"}}
   assert {m: set(t) for m, t in results["results"].items()} == tracks
   for method, per_track in results["results"].items():
     for track, row in per_track.items():
       assert set(row) == ROW_KEYS
-      assert (row["hole_psnr"] is None) == (track == "restore")
-      assert row["sec_per_image"] > 0 and 0 < row["psnr"] < 100
+      assert (row["hole_psnr"] is None) == (track in ("restore", "clean"))
+      assert row["sec_per_image"] > 0 and 0 < row["psnr"] <= 100
   weights_from = results["methods"]["cascade"]["weights_from"]
   assert weights_from["generator"].endswith(os.path.join("pretrain", "checkpoints", "ckpt-1"))
   assert weights_from["restorer"].endswith(os.path.join("dd", "checkpoints", "ckpt-1"))
@@ -425,3 +435,40 @@ def test_figure_rejects_columns_of_another_length(tmp_path):
   with pytest.raises(ValueError, match="column 'telea' has 1 images, expected 2"):
     figures.save_track_figure(str(tmp_path / "g.png"), "inpaint", images, images,
                               {"telea": images[:1]})
+
+
+def test_dumped_inputs_scored_as_an_external_tool_reproduce_the_identity_row(tmp_path):
+  """--dump_inputs, then --external with the dumped inputs themselves as the tool's outputs:
+  the row equals identity up to the 8-bit rounding of the PNGs."""
+  tracks = ("inpaint_free", "joint_free", "clean")
+  dumped = tmp_path / "inputs"
+  options = _options(tracks=tracks, baselines=("identity",), dump_inputs=str(dumped))
+  first = evaluate_lib.evaluate(TINY_DATA, options, None)
+  for track in tracks:
+    names = sorted(p.name for p in (dumped / track).iterdir())
+    assert names == [f"{i:04d}_{kind}.png" for i in range(3) for kind in ("clean", "input",
+                                                                           "mask")]
+    mask = np.asarray(Image.open(dumped / track / "0000_mask.png"))
+    assert set(np.unique(mask)) <= {0, 255} and (mask.any() == (track != "clean"))
+  tool = tmp_path / "tool"  # A "tool" that returns its input unchanged.
+  for track in tracks[:2]:  # It has no output for `clean`: no row there.
+    (tool / track).mkdir(parents=True)
+    for i in range(3):
+      shutil.copy(dumped / track / f"{i:04d}_input.png", tool / track / f"{i:04d}.png")
+  options = _options(tracks=tracks, baselines=("identity",),
+                     externals=evaluate_lib.parse_externals(f"same={tool}"))
+  results = evaluate_lib.evaluate(TINY_DATA, options, None)
+  assert set(results["results"]["same"]) == set(tracks[:2])
+  for track in tracks[:2]:
+    identity, same = first["results"]["identity"][track], results["results"]["same"][track]
+    for metric in ("psnr", "hole_psnr"):
+      assert same[metric] == pytest.approx(identity[metric], abs=0.05), (track, metric)
+    assert same["ssim"] == pytest.approx(identity["ssim"], abs=2e-3)
+  assert results["methods"]["same"]["kind"] == "external"
+  (tool / "joint_free" / "0002.png").unlink()
+  with pytest.raises(ValueError, match="0002.png is missing"):
+    evaluate_lib.evaluate(TINY_DATA, options, None)
+  with pytest.raises(ValueError, match="--external: expected NAME=DIR"):
+    evaluate_lib.parse_externals(str(tool))
+  with pytest.raises(ValueError, match="no such folder"):
+    evaluate_lib.parse_externals("x=/no/such/folder")

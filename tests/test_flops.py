@@ -95,7 +95,7 @@ def _generator_closed_form(cfg):
   g = cfg.generator
   widths = [min(g.base_filters * 2**i, g.max_filters) for i in range(g.num_levels)]
   k2, r2 = g.down_kernel_size ** 2, g.res_kernel_size ** 2
-  size, channels, macs = cfg.data.image_size, 3, 0
+  size, channels, macs = cfg.data.image_size, 4 if g.mask_channel else 3, 0
   for width in widths:  # Encoder: stride-2 convs.
     size //= 2
     macs += size * size * width * k2 * channels
@@ -107,7 +107,7 @@ def _generator_closed_form(cfg):
   return 2 * macs
 
 
-@pytest.mark.parametrize("preset", ["tiny", "cpu", "paper"])
+@pytest.mark.parametrize("preset", ["tiny", "cpu", "paper", "blind"])
 def test_preset_networks_match_closed_forms(preset):
   cfg = config.get_preset(preset)
   counts = flops.network_forward_flops(cfg)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from cascade_tf import config
 from cascade_tf.models import build_cascade
+from cascade_tf.models.cascade import cascade_inputs
 from cascade_tf.models import build_generator
 from cascade_tf.models import build_restorer
 from cascade_tf.models import fold
@@ -76,8 +77,9 @@ def test_folded_cascade_matches_the_cascade():
   _randomise_batch_norm(generator, 10)
   _randomise_batch_norm(restorer, 11)
   x = tf.random.stateless_uniform([2, 32, 32, 3], [12, 13], -1.0, 1.0)
-  expected = build_cascade(generator, restorer)(x, training=False)
-  got = build_cascade(fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer))(x)
+  expected = build_cascade(generator, restorer)(cascade_inputs(x), training=False)
+  got = build_cascade(fold.fold_batch_norm(generator),
+                      fold.fold_batch_norm(restorer))(cascade_inputs(x))
   for key in ("inpainted", "restored"):
     np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), atol=2e-5, rtol=1e-4)
 

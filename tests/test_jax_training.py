@@ -153,6 +153,16 @@ def test_jax_corruptions_match_tensorflow(tmp_path):
   np.testing.assert_array_equal(sampled[:, hole], cfg.hole_fill)
   residual = (sampled - clean)[:, ~hole]
   assert abs(residual.mean()) < 0.005 and residual.std() == pytest.approx(0.05, rel=0.05)
+  # The batch carries its mask, as the tf.data pipeline's does (mask-aware models use it).
+  np.testing.assert_array_equal(jax_out["sampled_mask"], np.broadcast_to(mask, (2, 32, 32, 1)))
+
+
+def test_jax_trainer_refuses_what_its_corruption_bank_cannot_draw():
+  from cascade_tf.training import jax_steps  # pylint: disable=g-import-not-at-top
+  for stage in stages_lib.STAGES:
+    jax_steps.check_supported(config_lib.tiny(), stage)  # The paper's tracks: fine.
+  with pytest.raises(ValueError, match="track 'blind' with data.mask_family='mixed'"):
+    jax_steps.check_supported(config_lib.blind(), "pretrain")
 
 
 def test_jax_updates_match_tensorflow_updates(tmp_path):

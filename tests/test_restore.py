@@ -20,6 +20,7 @@ import tensorflow as tf
 from cascade_tf import inference
 from cascade_tf import restoring
 from cascade_tf import tiling
+from cascade_tf.models.cascade import cascade_inputs
 from scripts import fuzz_export
 
 import workdirs  # pylint: disable=g-bad-import-order
@@ -51,7 +52,7 @@ def untiled(model, image_01: np.ndarray) -> dict[str, np.ndarray]:
   height, width = image_01.shape[:2]
   padded = np.pad(image_01, [(0, -height % MULTIPLE), (0, -width % MULTIPLE), (0, 0)],
                   mode="reflect")
-  out = model(padded[None] * 2.0 - 1.0, training=False)
+  out = model(cascade_inputs(padded[None] * 2.0 - 1.0), training=False)
   return {name: np.clip((v.numpy()[0, :height, :width] + 1.0) / 2.0, 0.0, 1.0)
           for name, v in out.items()}
 
@@ -93,14 +94,15 @@ def test_axis_layout_covers_the_image_on_the_stride_grid():
 
 def test_identity_tiles_reassemble_the_image_exactly():
   image = np.random.default_rng(0).uniform(size=[75, 130, 3]).astype(np.float32)
-  out = tiling.apply_tiled(image, lambda batch: {"restored": batch}, tile_size=32, overlap=16,
+  out = tiling.apply_tiled(image, lambda batch, masks: {"restored": batch}, tile_size=32, overlap=16,
                            multiple=MULTIPLE, batch_size=5)
   np.testing.assert_allclose(out["restored"], image, rtol=0, atol=1e-6)
 
 
 def test_tiling_is_exact_for_a_bounded_receptive_field(loaded):
   """The restorer alone sees 8 px (eight 3x3 convs) <= overlap / 4: no error at all."""
-  def restorer(batch):
+  def restorer(batch, masks):
+    del masks
     return {"restored": (loaded.restorer(batch * 2.0 - 1.0, training=False).numpy() + 1.0) / 2.0}
 
   image = photo(150, 230)
@@ -125,8 +127,8 @@ def test_reflect_indices_match_numpy_reflect_padding(length, extra):
 def test_uint8_input_with_hole_equals_the_float_path(loaded):
   """apply_tiled on uint8 pixels and a bool hole (restore.py's memory-saving path) gives
   what the float image with its hole filled gives, and its uint8 output is that rounded."""
-  def cascade(batch):
-    out = loaded.model(batch * 2.0 - 1.0, training=False)
+  def cascade(batch, masks):
+    out = loaded.model(cascade_inputs(batch * 2.0 - 1.0, masks), training=False)
     return {k: np.clip((v.numpy() + 1.0) / 2.0, 0.0, 1.0) for k, v in out.items()}
 
   pixels = np.round(photo(150, 230) * 255.0).astype(np.uint8)
@@ -195,11 +197,12 @@ def test_restore_cli_tiles_a_large_photo_and_skips_a_corrupt_file(workdir, loade
 
 
 def test_centre_hole_mask_resize_and_intermediate(workdir, loaded, tmp_path):
+  """Holes within the model's reach (half its 32-px training size): filled in one pass."""
   repairer = inference.Repairer(workdir)
-  image = photo(64, 96)
+  image = photo(32, 48)
   save_png(tmp_path / "in" / "a.png", image)
-  mask = np.zeros([64, 96, 3], np.float32)
-  mask[10:30, 50:90] = 1.0
+  mask = np.zeros([32, 48, 3], np.float32)
+  mask[10:20, 20:32] = 1.0
   save_png(tmp_path / "mask.png", mask)
 
   options = restoring.RestoreOptions(hole="centre", tile_size=0, save_intermediate=True)
@@ -207,8 +210,8 @@ def test_centre_hole_mask_resize_and_intermediate(workdir, loaded, tmp_path):
                                  options)
   assert report.written == [str(tmp_path / "centre" / "a.png")] and not report.skipped
   holed = image.copy()
-  holed[16:48, 32:64] = 0.5  # side min(64, 96) // 2 = 32, centred
-  np.testing.assert_array_equal(restoring.centre_hole_mask(64, 96), np.all(holed == 0.5, -1))
+  holed[8:24, 16:32] = 0.5  # side min(32, 48) // 2 = 16, centred
+  np.testing.assert_array_equal(restoring.centre_hole_mask(32, 48), np.all(holed == 0.5, -1))
   expected = untiled(loaded.model, holed)
   for name, suffix in (("restored", ""), ("inpainted", "_inpainted")):
     got = read_png(tmp_path / "centre" / f"a{suffix}.png")
@@ -222,21 +225,91 @@ def test_centre_hole_mask_resize_and_intermediate(workdir, loaded, tmp_path):
                              untiled(loaded.model, holed)["restored"], rtol=0,
                              atol=0.5 / 255 + 1e-6)
 
-  # A mask of another size skips the image, naming both sizes.
+  # A mask of another size skips the image, naming both files and sizes.
   save_png(tmp_path / "in2" / "b.png", photo(48, 64))
   report = restoring.restore_paths(repairer, [str(tmp_path / "in2")], str(tmp_path / "none"),
                                  options)
-  assert not report.written and "96x64 px but the image is 64x48 px" in report.skipped[0][1]
+  reason = report.skipped[0][1]
+  assert not report.written and f"mask {tmp_path / 'mask.png'} is 48x32 px" in reason
+  assert f"the image {tmp_path / 'in2' / 'b.png'} is 64x48 px" in reason
 
-  options = restoring.RestoreOptions(resize_short_side=32, tile_size=0)
-  restoring.restore_paths(repairer, [str(tmp_path / "in" / "a.png")], str(tmp_path / "small"),
+  options = restoring.RestoreOptions(resize_short_side=64, tile_size=0)
+  restoring.restore_paths(repairer, [str(tmp_path / "in" / "a.png")], str(tmp_path / "large"),
                         options)
-  assert read_png(tmp_path / "small" / "a.png").shape == (32, 48, 3)
+  assert read_png(tmp_path / "large" / "a.png").shape == (64, 96, 3)
+
+
+def test_holes_beyond_the_models_reach_are_filled_at_a_reduced_scale():
+  """A 150 x 100 px hole in a 400 x 600 photo, for a model trained at 64 px (reach 32 px):
+  the model sees a shrunken window with the hole 32 px across, its fill lands exactly in the
+  hole, and small holes are left to the tiled pass."""
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, [400, 600, 3], dtype=np.uint8)
+  before = image.copy()
+  hole = np.zeros([400, 600], bool)
+  hole[100:250, 300:400] = True  # 150 x 100: too large.
+  hole[20:30, 20:40] = True  # 10 x 20: within reach.
+  calls = []
+
+  def repair(images, masks):
+    calls.append((images.shape, masks.copy(), images.copy()))
+    return {"inpainted": np.full(images.shape, 0.25, np.float32)}
+
+  out, remaining, filled = restoring.fill_large_holes(image, hole, repair, tile_size=64,
+                                                      multiple=32, fill=0.5)
+  assert filled == 1 and len(calls) == 1
+  (shape, masks, images) = calls[0]
+  assert shape[1] % 32 == 0 and shape[2] % 32 == 0 and shape[1] <= 96
+  rows = np.nonzero(masks[0, ..., 0].any(axis=1))[0]
+  assert 30 <= rows.max() - rows.min() + 1 <= 36  # The hole is ~32 px across there.
+  assert np.all(images[masks[..., 0] > 0.5] == 0.5)  # Filled with grey before the model sees it.
+  assert np.all(out[100:250, 300:400] == 64)  # round(0.25 * 255): the model's fill, pasted.
+  np.testing.assert_array_equal(out[~hole], before[~hole])  # Nothing else changed...
+  np.testing.assert_array_equal(out[20:30, 20:40], before[20:30, 20:40])  # ...not small ones.
+  np.testing.assert_array_equal(remaining, hole & (np.arange(400) < 50)[:, None])
+
+
+def test_inpaint_mode_with_a_mask_dir_changes_nothing_outside_the_dilated_mask(workdir,
+                                                                                tmp_path):
+  inputs, masks = tmp_path / "in", tmp_path / "masks"
+  image = photo(64, 96)
+  save_png(inputs / "a.png", image)
+  save_png(inputs / "sub" / "b.png", photo(64, 64))
+  save_png(inputs / "c.png", photo(64, 64))  # No mask for it: skipped, named.
+  mask = np.zeros([64, 96, 3], np.float32)
+  mask[20:24, 10:80] = 1.0  # A scratch.
+  save_png(masks / "a.png", mask)
+  save_png(masks / "sub" / "b.png", np.zeros([64, 64, 3], np.float32))
+  options = restoring.RestoreOptions(mask_dir=str(masks), mask_dilate=3, mode="inpaint",
+                                     tile_size=0)
+  report = restoring.restore_paths(workdir, [str(inputs)], str(tmp_path / "out"), options)
+  assert sorted(report.written) == [str(tmp_path / "out" / "a.png"),
+                                    str(tmp_path / "out" / "sub" / "b.png")]
+  assert report.skipped == [(str(inputs / "c.png"), report.skipped[0][1])]
+  assert "no mask for it in --mask_dir" in report.skipped[0][1]
+  pixels = np.round(image * 255).astype(np.uint8)
+  got = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+  dilated = restoring.dilate(mask[..., 0] > 0.5, 3)
+  assert dilated.sum() > (mask[..., 0] > 0.5).sum()  # Grown by 3 px on every side.
+  assert dilated[17:27, 10:80].all() and dilated[20:24, 7:83].all()  # A disk of radius 3.
+  assert not dilated[16].any() and not dilated[:, 6].any() and not dilated[17, 7]
+  np.testing.assert_array_equal(got[~dilated], pixels[~dilated])  # Nothing else changed.
+  assert not np.array_equal(got[dilated], pixels[dilated])  # The hole holds the model's fill.
+  # An empty mask: nothing to fill, the photo comes back unchanged.
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "sub" / "b.png")),
+                                np.round(photo(64, 64) * 255).astype(np.uint8))
 
 
 @pytest.mark.parametrize("options,match", [
     (restoring.RestoreOptions(hole="corner"), "--hole=corner"),
     (restoring.RestoreOptions(hole="centre", mask_path="m.png"), "only one of them"),
+    (restoring.RestoreOptions(mask_path="m.png", mask_dir="."), "only one of them"),
+    (restoring.RestoreOptions(mode="inpaint"), "--mode=inpaint changes only the hole"),
+    (restoring.RestoreOptions(mode="everything"), "--mode=everything"),
+    (restoring.RestoreOptions(hole="centre", mode="inpaint", save_intermediate=True),
+     "--save_intermediate"),
+    (restoring.RestoreOptions(mask_dir="no/such/folder"), "--mask_dir=no/such/folder"),
+    (restoring.RestoreOptions(hole="centre", mask_dilate=-2), "--mask_dilate=-2"),
     (restoring.RestoreOptions(tile_size=48), "--tile_size=48"),
     (restoring.RestoreOptions(tile_size=64, tile_overlap=40), "--tile_overlap=40"),
     (restoring.RestoreOptions(batch_size=0), "--batch_size=0"),

@@ -10,6 +10,7 @@ import io
 import json
 import os
 from pathlib import Path
+import re
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import restoring
 from cascade_tf import serving
+from cascade_tf.models.cascade import cascade_inputs
 
 import workdirs  # pylint: disable=g-bad-import-order
 
@@ -33,12 +35,17 @@ MULTIPLE = 32  # 2 ** generator.num_levels of the tiny preset.
 make_workdir = workdirs.make_random_workdir
 
 
-def keras_reference(model, images_01: np.ndarray) -> dict[str, np.ndarray]:
-  """The Keras cascade on the input reflect-padded (bottom/right) to a multiple of 32."""
+def keras_reference(model, images_01: np.ndarray, masks=None) -> dict[str, np.ndarray]:
+  """The Keras cascade on the input reflect-padded (bottom/right) to a multiple of 32;
+  with masks, the hole filled with 0.5 first and the masks padded alike."""
   height, width = images_01.shape[1:3]
-  padded = np.pad(images_01, [(0, 0), (0, -height % MULTIPLE), (0, -width % MULTIPLE), (0, 0)],
-                  mode="reflect")
-  out = model(padded * 2.0 - 1.0, training=False)
+  pad = [(0, 0), (0, -height % MULTIPLE), (0, -width % MULTIPLE), (0, 0)]
+  if masks is not None:
+    masks = (masks > 0.5).astype(np.float32)
+    images_01 = images_01 * (1 - masks) + 0.5 * masks
+    masks = np.pad(masks, pad, mode="reflect")
+  padded = np.pad(images_01, pad, mode="reflect")
+  out = model(cascade_inputs(padded * 2.0 - 1.0, masks), training=False)
   return {name: np.clip((out[name].numpy()[:, :height, :width] + 1.0) / 2.0, 0.0, 1.0)
           for name in serving.OUTPUTS}
 
@@ -287,23 +294,27 @@ def test_fuzzed_bytes_never_crash_the_session_loaded_export(exported, small_expo
   export = exported if which == "default" else small_export
   summary_path = tmp_path / "fuzz.json"
   result = subprocess.run(
-      [sys.executable, str(ROOT / "scripts" / "fuzz_export.py"), export, "--cases=400",
+      [sys.executable, str(ROOT / "scripts" / "fuzz_export.py"), export, "--cases=250",
        f"--json={summary_path}"],
       capture_output=True, text=True, timeout=600, check=False,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert result.returncode == 0, (result.returncode, result.stdout[-3000:], result.stderr[-3000:])
   summary = json.loads(summary_path.read_text())
-  assert summary["signatures"] == ["serving_bytes"] and not summary["failed"]
-  counts = {}
-  for row in summary["outcomes"]:
-    counts[(row["kind"], row["outcome"])] = counts.get((row["kind"], row["outcome"]), 0) + row["count"]
-  assert sum(counts.values()) == summary["cases"] == 400
-  assert counts[("valid", "ok")] == 7
-  for kind in ("empty", "other_format", "too_small", "oversized", "random", "truncated"):
-    assert counts.get((kind, "ok"), 0) == 0, kind  # refused, every one
-  assert counts[("oversized", "invalid")] >= 6
-  # Bit flips: most are refused, some still decode (flips in pixel data).
-  assert counts[("bit_flipped", "invalid")] > 0 and counts[("bit_flipped", "ok")] > 0
+  assert summary["signatures"] == ["serving_bytes", "serving_masked_bytes"]
+  assert not summary["failed"]
+  for signature in summary["signatures"]:  # The masked one gets each case as its mask too.
+    counts = {}
+    for row in summary["outcomes"]:
+      if row["signature"] == signature:
+        key = (row["kind"], row["outcome"])
+        counts[key] = counts.get(key, 0) + row["count"]
+    assert sum(counts.values()) == summary["cases"] == 250
+    assert counts[("valid", "ok")] == 7
+    for kind in ("empty", "other_format", "too_small", "oversized", "random", "truncated"):
+      assert counts.get((kind, "ok"), 0) == 0, (signature, kind)  # refused, every one
+    assert counts[("oversized", "invalid")] >= 6
+    # Bit flips: most are refused, some still decode (flips in pixel data).
+    assert counts[("bit_flipped", "invalid")] > 0 and counts[("bit_flipped", "ok")] > 0
 
 
 def test_versions_increment_and_are_never_overwritten(exported, export_dir, workdir):
@@ -391,3 +402,40 @@ def test_grpc_client_builds_a_predict_request(loaded, tmp_path):
   assert [np.asarray(Image.open(io.BytesIO(p))).shape for p in pngs] == [(40, 50, 3), (48, 64, 3)]
   with pytest.raises(ValueError, match="no output 'missing_bytes'"):
     serving_client.pngs_from_response(response, "missing_bytes")
+
+
+def test_masked_signatures_fill_the_hole_pass_the_mask_and_reject_bad_masks(loaded,
+                                                                            keras_model):
+  images = photo(45, 70)[None].astype(np.float32) / 255.0
+  masks = np.zeros([1, 45, 70, 1], np.float32)
+  masks[:, 10:30, 20:50] = 1.0
+  out = loaded.signatures[serving.SIGNATURE_MASKED](images=tf.constant(images),
+                                                    masks=tf.constant(masks))
+  expected = keras_reference(keras_model, images, masks)
+  for name in serving.OUTPUTS:
+    np.testing.assert_allclose(out[name].numpy(), expected[name], atol=1e-5)
+  # The mask matters: the hole is filled before the model sees it.
+  plain = loaded.signatures["serving_default"](images=tf.constant(images))
+  assert np.abs(plain["restored"].numpy() - out["restored"].numpy()).max() > 0.01
+  # Encoded images and masks (a grey PNG, bright = hole) give the same result.
+  png = tf.io.encode_png(serving.to_uint8(images[0])).numpy()
+  mask_png = tf.io.encode_png(tf.cast(masks[0] * 255, tf.uint8)).numpy()
+  encoded = loaded.signatures[serving.SIGNATURE_MASKED_BYTES](
+      images_bytes=tf.constant([png]), masks_bytes=tf.constant([mask_png]))
+  decoded = tf.io.decode_png(encoded["restored_bytes"][0]).numpy() / 255.0
+  reference = keras_reference(keras_model, np.round(images * 255) / 255, masks)["restored"][0]
+  assert np.abs(decoded - reference).max() <= 1 / 255 + 1e-5
+  serve = loaded.signatures[serving.SIGNATURE_MASKED]
+  for bad, message in [(masks[:, :40], "masks: expected one mask per image"),
+                       (np.zeros([1, 45, 70, 3], np.float32), "masks: expected float32"),
+                       (masks * 255, "masks: expected values in [0, 1]")]:
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+      serve(images=tf.constant(images), masks=tf.constant(bad))
+  serve_bytes = loaded.signatures[serving.SIGNATURE_MASKED_BYTES]
+  with pytest.raises(tf.errors.InvalidArgumentError, match="masks_bytes: expected encoded"):
+    serve_bytes(images_bytes=tf.constant([png]), masks_bytes=tf.constant([b"not an image"]))
+  small_mask = tf.io.encode_png(tf.zeros([40, 70, 1], tf.uint8)).numpy()
+  with pytest.raises(tf.errors.InvalidArgumentError, match="masks_bytes: expected one mask"):
+    serve_bytes(images_bytes=tf.constant([png]), masks_bytes=tf.constant([small_mask]))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="masks_bytes: expected one mask per"):
+    serve_bytes(images_bytes=tf.constant([png, png]), masks_bytes=tf.constant([mask_png]))

@@ -117,7 +117,7 @@ def test_forward_and_build_cascade_agree(cfg):
   x = objectives.model_inputs(_batch(3))[0]
   model = cascade_lib.build_cascade(nets["generator"], nets["restorer"])
   direct = cascade_lib.forward(x, nets["generator"], nets["restorer"], training=False)
-  via_model = model(x, training=False)
+  via_model = model(cascade_lib.cascade_inputs(x), training=False)
   assert list(direct) == list(via_model) == ["inpainted", "restored"]
   for name in direct:
     np.testing.assert_allclose(direct[name].numpy(), via_model[name].numpy(), atol=1e-6)

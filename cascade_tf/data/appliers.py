@@ -25,7 +25,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from cascade_tf.config import TRACKS
+from cascade_tf.config import TRACK_CORRUPTIONS
 
 
 def _circular_convolution(padded, kernel_image):
@@ -123,23 +123,25 @@ def composite(outputs, corrupted, mask):
 
 
 def corrupt(clean, track: str, *, kernels=None, noise=None, mask=None, fill=0.5):
-  """Applies a track's corruptions to `clean` [B, H, W, C] in [0, 1].
+  """Applies a track's corruptions (`config.TRACK_CORRUPTIONS`) to `clean` [B, H, W, C].
 
-  `restore` blurs with `kernels` [B, k, k] and adds `noise` [B, H, W, C]
-  (clipping to [0, 1]); `inpaint` fills `mask` ([B or 1, H, W, 1]) with
-  `fill`; `joint` does both, the hole last.
+  Blur with `kernels` [B, k, k], then add `noise` [B, H, W, C] (clipping to
+  [0, 1]), then fill `mask` ([B or 1, H, W, 1]) with `fill`, as far as the
+  track applies them (`restore`: blur and noise; `inpaint`: the hole;
+  `joint`: all three, the hole last).
 
   Raises:
     ValueError: for an unknown track or a parameter the track needs but is None.
   """
-  if track not in TRACKS:
-    raise ValueError(f"Unknown track {track!r}: expected one of {TRACKS}.")
+  if track not in TRACK_CORRUPTIONS:
+    raise ValueError(f"Unknown track {track!r}: expected one of {tuple(TRACK_CORRUPTIONS)}.")
+  applied = TRACK_CORRUPTIONS[track]
   corrupted = ops.cast(clean, "float32")
-  if track in ("restore", "joint"):
+  if "blur" in applied:
     if kernels is None or noise is None:
       raise ValueError(f"Track {track!r} needs blur kernels and a noise field.")
     corrupted = add_noise(blur(corrupted, kernels), noise)
-  if track in ("inpaint", "joint"):
+  if "hole" in applied:
     if mask is None:
       raise ValueError(f"Track {track!r} needs a hole mask.")
     corrupted = fill_hole(corrupted, mask, fill)

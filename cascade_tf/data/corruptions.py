@@ -6,9 +6,9 @@ Everything here is graph-compatible and works inside `tf.data`:
 * `sample_corruption`: draws one image's blur kernel, noise level and noise
   field from a stateless seed of shape [2].
 * `corrupt_batch`: corrupts a batch of clean images given one seed per image,
-  on one of the three tracks `inpaint`, `restore`, `joint`: the parameters
-  are sampled here and applied by `appliers` (keras.ops, shared with the
-  JAX trainer).
+  on one of the tracks (`config.TRAIN_TRACKS`): the parameters and masks
+  (`masks.py`) are sampled here and applied by `appliers` (keras.ops,
+  shared with the JAX trainer).
 
 Randomness is always stateless: the caller passes a seed per image. The
 evaluation pipeline uses (eval_seed, image index) so that reruns and
@@ -29,8 +29,9 @@ import math
 
 import tensorflow as tf
 
-from cascade_tf.config import DataConfig, TRACKS
+from cascade_tf.config import DataConfig, TRACK_CORRUPTIONS, TRAIN_TRACKS
 from cascade_tf.data import appliers
+from cascade_tf.data import masks as masks_lib
 
 # Blur types recorded in the element dict.
 BLUR_NONE, BLUR_GAUSSIAN, BLUR_MOTION = 0, 1, 2
@@ -155,33 +156,78 @@ def apply_hole(images, hole_size, fill=0.5):
   return holed, tf.tile(mask[None], [shape[0], 1, 1, 1])
 
 
-def corrupt_batch(clean, seeds, track, cfg: DataConfig):
-  """Corrupts a batch of clean images on one track of the protocol.
+def protocol_mask_family(track: str) -> str:
+  """The mask family of an evaluation track: `centre` (inpaint, joint) or `free` (*_free)."""
+  return "free" if track.endswith("_free") else "centre"
+
+
+def _fold_in(seeds, data: int):
+  """Each seed [B, 2] folded with `data`: an independent stream per image, int64 [B, 2]."""
+  return tf.map_fn(lambda s: tf.cast(tf.random.experimental.stateless_fold_in(s, data), tf.int64),
+                   seeds, fn_output_signature=tf.int64)
+
+
+def _blind_flags(seeds, cfg: DataConfig):
+  """Track `blind`: per image, independent draws of (hole, blur, noise), bool [B] each."""
+  u = tf.map_fn(lambda s: tf.random.stateless_uniform([3], s), _fold_in(seeds, 2),
+                fn_output_signature=tf.float32)
+  return (u[:, 0] < cfg.blind_hole_prob, u[:, 1] < cfg.blind_blur_prob,
+          u[:, 2] < cfg.blind_noise_prob)
+
+
+def corrupt_batch(clean, seeds, track, cfg: DataConfig, *, mask_family: str | None = None):
+  """Corrupts a batch of clean images on one track (PROTOCOL.md, config.TRACK_CORRUPTIONS).
 
   Args:
     clean: float32 [B, H, W, 3] in [0, 1].
     seeds: int [B, 2], one stateless seed per image. The same seed always
-      gives the same corruption, whatever the batch it sits in.
-    track: "inpaint" (hole only), "restore" (blur + noise) or "joint"
-      (blur, then noise, then hole).
+      gives the same corruption, whatever the batch it sits in. The blur
+      and noise come from the seed itself, the mask from its fold-in with
+      1 and `blind`'s choices from its fold-in with 2, so `joint` and
+      `joint_free` differ only in the mask.
+    track: one of config.TRAIN_TRACKS: "inpaint" (hole only), "restore"
+      (blur + noise), "joint" (blur, then noise, then the hole),
+      "inpaint_free" and "joint_free" (the same with free-form masks),
+      "clean" (nothing), or "blind" (training: each image gets a hole, a
+      blur and noise or not, independently, with `cfg.blind_*_prob`).
     cfg: the data config.
+    mask_family: family of the holes (data/masks.py); None: the
+      protocol's for the track (`centre`, or `free` on *_free tracks),
+      `cfg.mask_family` on `blind`.
 
   Returns:
     A dict with `corrupted` and `clean` float32 [B, H, W, 3] in [0, 1],
-    `mask` float32 [B, H, W, 1] (1 in the hole; all zeros on `restore`),
-    `blur_kernel` [B, k, k] (a delta on `inpaint`), `blur_type` int32 [B],
+    `mask` float32 [B, H, W, 1] (1 in the hole; zeros without one),
+    `blur_kernel` [B, k, k] (a delta without blur), `blur_type` int32 [B],
     `gaussian_sigma`, `motion_length`, `motion_angle`, `noise_sigma`
-    float32 [B] (zeros where that corruption is not applied).
+    float32 [B] (zeros where that corruption is not applied), and
+    `has_hole`, `has_blur`, `has_noise` bool [B].
   """
-  if track not in TRACKS:
-    raise ValueError(f"Unknown track {track!r}: expected one of {TRACKS}.")
+  if track not in TRAIN_TRACKS:
+    raise ValueError(f"Unknown track {track!r}: expected one of {TRAIN_TRACKS}.")
+  applied = TRACK_CORRUPTIONS[track]
   clean = tf.convert_to_tensor(clean, tf.float32)
-  seeds = tf.convert_to_tensor(seeds)
+  seeds = tf.cast(tf.convert_to_tensor(seeds), tf.int64)
   shape = tf.shape(clean)
   batch = shape[0]
   size = cfg.blur_kernel_size
+  every = tf.fill([batch], True)
+  if track == "blind":
+    has_hole, has_blur, has_noise = _blind_flags(seeds, cfg)
+  else:
+    has_hole, has_blur, has_noise = (every & (name in applied)
+                                     for name in ("hole", "blur", "noise"))
   corrupted = clean
-  if track in ("restore", "joint"):
+  zeros = tf.zeros([batch], tf.float32)
+  params = {
+      "blur_kernel": tf.tile(delta_kernel(size)[None], [batch, 1, 1]),
+      "blur_type": tf.fill([batch], BLUR_NONE),
+      "gaussian_sigma": zeros,
+      "motion_length": zeros,
+      "motion_angle": zeros,
+      "noise_sigma": zeros,
+  }
+  if "blur" in applied:
     signature = {
         "blur_kernel": tf.TensorSpec([size, size], tf.float32),
         "blur_type": tf.TensorSpec([], tf.int32),
@@ -191,25 +237,36 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig):
         "noise_sigma": tf.TensorSpec([], tf.float32),
         "noise": tf.TensorSpec([None, None, None], tf.float32),
     }
-    params = tf.map_fn(lambda s: sample_corruption(s, shape[1:], cfg), seeds,
-                       fn_output_signature=signature)
-    corrupted = appliers.corrupt(corrupted, "restore", kernels=params["blur_kernel"],
-                                 noise=params.pop("noise"))
-  else:
-    zeros = tf.zeros([batch], tf.float32)
-    params = {
-        "blur_kernel": tf.tile(delta_kernel(size)[None], [batch, 1, 1]),
-        "blur_type": tf.fill([batch], BLUR_NONE),
-        "gaussian_sigma": zeros,
-        "motion_length": zeros,
-        "motion_angle": zeros,
-        "noise_sigma": zeros,
-    }
-  if track in ("inpaint", "joint"):
-    corrupted, mask = apply_hole(corrupted, cfg.hole_size, cfg.hole_fill)
+    sampled = tf.map_fn(lambda s: sample_corruption(s, shape[1:], cfg), seeds,
+                        fn_output_signature=signature)
+    noise = sampled.pop("noise")
+    if track == "blind":  # Keep each image's draw only where it gets that corruption.
+      for name, flag in (("blur_kernel", has_blur), ("blur_type", has_blur),
+                         ("gaussian_sigma", has_blur), ("motion_length", has_blur),
+                         ("motion_angle", has_blur), ("noise_sigma", has_noise)):
+        keep = tf.reshape(flag, [-1] + [1] * (len(sampled[name].shape) - 1))
+        sampled[name] = tf.where(keep, sampled[name], params[name])
+      noise = noise * tf.cast(has_noise, tf.float32)[:, None, None, None]
+      blurred = appliers.blur(corrupted, sampled["blur_kernel"])
+      # An image without blur stays exactly itself (not the FFT of a delta).
+      corrupted = tf.where(has_blur[:, None, None, None], blurred, corrupted)
+      corrupted = tf.where(has_noise[:, None, None, None],
+                           appliers.add_noise(corrupted, noise), corrupted)
+    else:
+      corrupted = appliers.corrupt(corrupted, "restore", kernels=sampled["blur_kernel"],
+                                   noise=noise)
+    params = sampled
+  if "hole" in applied:
+    family = mask_family or (cfg.mask_family if track == "blind"
+                             else protocol_mask_family(track))
+    mask_seeds = _fold_in(seeds, 1)
+    mask = masks_lib.masks(family, mask_seeds, shape[1], shape[2], cfg)
+    mask = mask * tf.cast(has_hole, tf.float32)[:, None, None, None]
+    corrupted = appliers.fill_hole(corrupted, mask, cfg.hole_fill)
   else:
     mask = tf.zeros_like(clean[..., :1])
-  return {"corrupted": corrupted, "clean": clean, "mask": mask, **params}
+  return {"corrupted": corrupted, "clean": clean, "mask": mask, **params,
+          "has_hole": has_hole, "has_blur": has_blur, "has_noise": has_noise}
 
 
 def eval_seeds(indices, eval_seed):

@@ -462,16 +462,22 @@ def make_baseline(name: str, params: Mapping[str, Any] | None = None,
     part_params = [_resolve_params(p, params.get(p)) for p in parts]
     resolved = dict(zip(parts, part_params))
   applies = [_METHODS[p].build(pp, train_images) for p, pp in zip(parts, part_params)]
-  if len(parts) == 2:
-    tracks = ("joint",)
-  elif _METHODS[name].role == "filler":
-    tracks = ("inpaint",)
-  elif _METHODS[name].role == "restorer":
-    tracks = ("restore",)
-  else:
-    tracks = TRACKS
-  return Baseline(name=name, tracks=tracks, oracle=any(_METHODS[p].oracle for p in parts),
+  return Baseline(name=name, tracks=baseline_tracks(name), oracle=any(_METHODS[p].oracle for p in parts),
                   params=resolved, fn=_make_fn(parts, applies))
+
+
+def baseline_tracks(name: str) -> tuple[str, ...]:
+  """The tracks a baseline (or chain FILLER+RESTORER) applies to."""
+  parts = _split_name(name)
+  if len(parts) == 2:
+    return ("joint", "joint_free")
+  if name == "knn":  # Its patch bank is of the centre square.
+    return ("inpaint",)
+  if _METHODS[name].role == "filler":
+    return ("inpaint", "inpaint_free")
+  if _METHODS[name].role == "restorer":
+    return ("restore", "clean")  # On `clean`: the harm it does to an intact photo.
+  return TRACKS
 
 
 def get_baselines(names: Sequence[str],
@@ -519,18 +525,22 @@ def default_baseline_names(track: str, include_bm3d: bool | None = None) -> tupl
   """The baselines a table on `track` should carry (knn needs training images: add it).
 
   Args:
-    track: "inpaint", "restore" or "joint".
+    track: one of config.TRACKS.
     include_bm3d: whether to include the BM3D methods; None: if bm3d is installed.
   """
   if track not in TRACKS:
     raise ValueError(f"Unknown track {track!r}: expected one of {TRACKS}.")
   if include_bm3d is None:
     include_bm3d = bm3d_available()
+  fillers = ("identity", "telea", "navier_stokes", "biharmonic")
+  chains = ("identity", "telea+tv", "telea+bm3d", "telea+wiener_oracle",
+            "telea+richardson_lucy_oracle", "biharmonic+wiener_oracle")
   names = {
-      "inpaint": ("identity", "telea", "navier_stokes", "biharmonic"),
+      "inpaint": fillers, "inpaint_free": fillers,
       "restore": ("identity", "tv", "bm3d", "wiener_oracle", "richardson_lucy_oracle"),
-      "joint": ("identity", "telea+tv", "telea+bm3d", "telea+wiener_oracle",
-                "telea+richardson_lucy_oracle", "biharmonic+wiener_oracle"),
+      "joint": chains, "joint_free": chains,
+      # The blind restorers that a user could run on any photo.
+      "clean": ("identity", "tv", "bm3d"),
   }[track]
   return tuple(n for n in names if include_bm3d or "bm3d" not in n.split("+"))
 

@@ -21,9 +21,10 @@ The results dict (`results.json`) is
 
     {"dataset": str, "n_images": int,
      "protocol": {"follows_protocol": bool, "deviations": [str], "image_size": S, ...,
-                  "device": {...}, "timing": bool},
+                  "device": {...}, "timing": bool,
+                  "mask_area": {TRACK: mean share of the image in the hole}},
      "results": {METHOD: {TRACK: {"psnr": dB, "hole_psnr": dB or null, "ssim": x,
-                                  "sec_per_image": s or null}}},
+                                  "hole_ssim": x or null, "sec_per_image": s or null}}},
      "methods": {METHOD: {"kind": "model" | "baseline", ...params, provenance}},
      "notes": [str]}
 
@@ -55,6 +56,7 @@ from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import metrics
 from cascade_tf import ranges
+from cascade_tf import serving as serving_lib
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources as sources_lib
 from cascade_tf.evaluation import baselines as baselines_lib
@@ -70,7 +72,8 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PSNR_DECIMALS = 4  # dB, as precise as the protocol's cross-check (1e-4 dB).
 SSIM_DECIMALS = 5
-HOLE_TRACKS = ("inpaint", "joint")  # Tracks with a hole, scored by hole PSNR.
+# Tracks with a hole, scored also over the hole (hole PSNR and SSIM).
+HOLE_TRACKS = tuple(t for t in config_lib.TRACKS if "hole" in config_lib.TRACK_CORRUPTIONS[t])
 
 # The protocol's corruption settings: DataConfig's defaults (PROTOCOL.md).
 _PROTOCOL_FIELDS = ("image_size", "hole_size", "hole_fill", "blur_kernel_size",
@@ -118,6 +121,13 @@ class EvalOptions:
     timing: measure seconds per image (False: null, for byte-identical runs).
     figure_images: images (rows) per track figure; 0: no figures.
     progress: write a progress line to stderr.
+    dump_inputs: a folder to write every track's exact inputs into, as
+      `<track>/<id>_input.png`, `<id>_mask.png` (255 in the hole) and
+      `<id>_clean.png` (8-bit PNGs; `id` the zero-padded image index), so
+      that other tools can run on them (None: nothing written).
+    externals: (name, folder) pairs: another tool's outputs
+      `<folder>/<track>/<id>.png`, scored as row `name` (a track without
+      its folder gets no row).
   """
 
   tracks: tuple[str, ...] = config_lib.TRACKS
@@ -132,6 +142,8 @@ class EvalOptions:
   timing: bool = True
   figure_images: int = 4
   progress: bool = True
+  dump_inputs: str | None = None
+  externals: tuple[tuple[str, str], ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -156,6 +168,76 @@ def parse_tracks(text: str) -> tuple[str, ...]:
   if len(set(tracks)) != len(tracks):
     raise ValueError(f"--tracks={text}: a track is listed twice.")
   return tracks
+
+
+def parse_externals(text: str | None) -> tuple[tuple[str, str], ...]:
+  """--external=NAME=DIR[,NAME=DIR...] -> ((name, folder), ...), checked."""
+  if not text:
+    return ()
+  externals = []
+  for entry in parse_list(text, "--external"):
+    name, sep, folder = entry.partition("=")
+    name, folder = name.strip(), folder.strip()
+    if not sep or not name or not folder:
+      raise ValueError(f"--external: expected NAME=DIR entries separated by commas, got "
+                       f"{entry!r}.")
+    if not _NAME_PATTERN.match(name) or name in baselines_lib.BASELINE_NAMES or "+" in name:
+      raise ValueError(f"--external: the name {name!r} must be letters, digits, '_', '.' or "
+                       "'-', and not a baseline's name.")
+    if not os.path.isdir(folder):
+      raise ValueError(f"--external {name}={folder}: no such folder (it should hold "
+                       "<track>/<id>.png, the outputs for evaluate.py --dump_inputs's inputs).")
+    externals.append((name, folder))
+  names = [name for name, _ in externals]
+  if len(set(names)) != len(names):
+    raise ValueError(f"--external: a name is used twice in {names}.")
+  return tuple(externals)
+
+
+def image_id(index: int) -> str:
+  """The file name stem of test image `index` in --dump_inputs and --external folders."""
+  return f"{int(index):04d}"
+
+
+def _to_uint8(image_01: np.ndarray) -> np.ndarray:
+  return np.round(np.clip(image_01, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _dump_batch(directory: str, track: str, batch) -> None:
+  """Writes the batch's inputs, masks and clean images of `track` as 8-bit PNGs."""
+  folder = os.path.join(directory, track)
+  tf.io.gfile.makedirs(folder)
+  for index, corrupted, mask, clean in zip(batch["index"], batch["corrupted"], batch["mask"],
+                                           batch["clean"]):
+    stem = os.path.join(folder, image_id(index))
+    for suffix, image in (("input", _to_uint8(corrupted)), ("clean", _to_uint8(clean)),
+                          ("mask", np.where(mask > 0.5, 255, 0).astype(np.uint8))):
+      with tf.io.gfile.GFile(f"{stem}_{suffix}.png", "wb") as f:
+        f.write(tf.io.encode_png(image).numpy())
+
+
+def _read_external(name: str, folder: str, track: str, batch) -> np.ndarray | None:
+  """Tool `name`'s outputs for the batch's images, [B, S, S, 3] in [0, 1]; None when it
+  has no folder for `track`."""
+  track_dir = os.path.join(folder, track)
+  if not os.path.isdir(track_dir):
+    return None
+  images = []
+  for index, clean in zip(batch["index"], batch["clean"]):
+    path = os.path.join(track_dir, image_id(index) + ".png")
+    try:
+      image = sources_lib.decode_image_file(path)
+    except FileNotFoundError:
+      raise ValueError(f"--external {name}={folder}: {path} is missing (every image of "
+                       f"the {track} track needs an output).") from None
+    except Exception as error:  # pylint: disable=broad-except
+      raise ValueError(f"--external {name}={folder}: cannot read {path} "
+                       f"({type(error).__name__}: {error}).") from None
+    if image.shape != clean.shape:
+      raise ValueError(f"--external {name}={folder}: {path} is {image.shape[1]}x"
+                       f"{image.shape[0]} px; the input was {clean.shape[1]}x{clean.shape[0]}.")
+    images.append(image.astype(np.float32) / 255.0)
+  return np.stack(images)
 
 
 def model_specs(workdir: str | None = None, model: str | None = None,
@@ -243,7 +325,7 @@ def resolve_baseline_names(tokens: Sequence[str], tracks: Sequence[str], *,
       baselines_lib.default_grid(token)  # Raises ValueError naming the valid baselines.
     except ValueError as error:
       raise ValueError(f"--baselines: {error}") from None
-    meant_for = _baseline_tracks(token)
+    meant_for = baselines_lib.baseline_tracks(token)
     matched = [track for track in tracks if track in meant_for]
     if not matched:
       raise ValueError(f"--baselines: {token!r} is meant for the track(s) {list(meant_for)}, "
@@ -251,15 +333,6 @@ def resolve_baseline_names(tokens: Sequence[str], tracks: Sequence[str], *,
     for track in matched:
       per_track[track].append(token)
   return {track: tuple(dict.fromkeys(names)) for track, names in per_track.items()}
-
-
-def _baseline_tracks(name: str) -> tuple[str, ...]:
-  parts = name.split("+")
-  if len(parts) == 2:
-    return ("joint",)
-  if name == "identity":
-    return config_lib.TRACKS
-  return ("inpaint",) if name in baselines_lib.FILLERS else ("restore",)
 
 
 def _check_options(options: EvalOptions) -> None:
@@ -354,8 +427,13 @@ class _ModelRunner:
     self.info.update(format="savedmodel", timing="one call computes both rows; both get "
                      "its time")
 
-    def both(images_01):
-      out = serve(images=images_01)
+    masked = loaded.signatures.get(serving_lib.SIGNATURE_MASKED)
+
+    def both(images_01, masks):
+      # A SavedModel exported before the masked signature existed takes the
+      # holes as they are in the pixels.
+      out = (masked(images=images_01, masks=masks) if masked is not None
+             else serve(images=images_01))
       return out["inpainted"], out["restored"]
 
     self._both = self._distributed(both)
@@ -371,12 +449,14 @@ class _ModelRunner:
                      image_size=loaded.config.data.image_size,
                      hole_size=loaded.config.data.hole_size)
     generator, restorer = loaded.generator, loaded.restorer
+    composite = loaded.config.generator.composite
     # The cascade's `forward`, in two calls so that each row is timed: the
     # restorer takes the generator's raw [-1, 1] output, exactly as in the
     # cascade model; only the scored images are clipped to [0, 1].
-    self._generator = self._distributed(lambda images_01: cascade_lib.forward(
-        ranges.to_model(images_01), generator, training=False)["inpainted"])
-    self._restorer = self._distributed(lambda inpainted: cascade_lib.forward(
+    self._generator = self._distributed(lambda images_01, masks: cascade_lib.forward(
+        ranges.to_model(images_01), generator, mask=masks, composite=composite,
+        training=False)["inpainted"])
+    self._restorer = self._distributed(lambda inpainted, masks: cascade_lib.forward(
         inpainted, restorer=restorer, training=False)["restored"])
     self._both = None
 
@@ -390,34 +470,38 @@ class _ModelRunner:
     """
     strategy = self.strategy
 
-    def replica_fn(images):
+    def replica_fn(images, masks):
       context = tf.distribute.get_replica_context()
       per_replica = -(-tf.shape(images)[0] // context.num_replicas_in_sync)
       start = context.replica_id_in_sync_group * per_replica
-      return fn(images[start:start + per_replica])
+      return fn(images[start:start + per_replica], masks[start:start + per_replica])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def step(images):
-      outputs = strategy.run(replica_fn, args=(images,))
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                                  tf.TensorSpec([None, None, None, 1], tf.float32)])
+    def step(images, masks):
+      outputs = strategy.run(replica_fn, args=(images, masks))
       return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
 
     return step
 
-  def __call__(self, images_01: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Runs the batch; returns ({row: [B, H, W, 3] in [0, 1]}, {row: seconds})."""
+  def __call__(self, images_01: np.ndarray,
+               masks: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Runs the batch with its hole masks ([B, H, W, 1], 1 in the hole); returns
+    ({row: [B, H, W, 3] in [0, 1]}, {row: seconds})."""
     start = time.perf_counter()
     images = tf.constant(images_01, tf.float32)
+    masks = tf.constant(masks, tf.float32)
     if self._both is not None:
-      inpainted, restored = self._both(images)
+      inpainted, restored = self._both(images, masks)
       outputs = {self.intermediate_row: inpainted.numpy(), self.final_row: restored.numpy()}
       seconds = time.perf_counter() - start
       return ({row: np.clip(image, 0.0, 1.0) for row, image in outputs.items()},
               {row: seconds for row in outputs})
-    inpainted_pm1 = self._generator(images)
+    inpainted_pm1 = self._generator(images, masks)
     outputs = {self.intermediate_row: ranges.from_model(inpainted_pm1, clip=True).numpy()}
     seconds = {self.intermediate_row: time.perf_counter() - start}
     if self.has_restorer:
-      restored = ranges.from_model(self._restorer(inpainted_pm1), clip=True).numpy()
+      restored = ranges.from_model(self._restorer(inpainted_pm1, masks), clip=True).numpy()
       outputs[self.final_row] = restored
       seconds[self.final_row] = time.perf_counter() - start
     return outputs, seconds
@@ -564,11 +648,12 @@ def _tune(names_per_track, data_cfg, train_source, options: EvalOptions,
 
 
 def _score(clean: np.ndarray, output: np.ndarray, mask: np.ndarray, track: str):
-  """Per-image metrics: {"psnr": [B], "ssim": [B], "hole_psnr": [B] (hole tracks)}."""
+  """Per-image metrics: {"psnr", "ssim"} and on hole tracks {"hole_psnr", "hole_ssim"}, [B]."""
   scores = {"psnr": metrics.psnr(clean, output).numpy(),
             "ssim": metrics.ssim(clean, output).numpy()}
   if track in HOLE_TRACKS:
     scores["hole_psnr"] = metrics.hole_psnr(clean, output, mask).numpy()
+    scores["hole_ssim"] = metrics.hole_ssim(clean, output, mask).numpy()
   return scores
 
 
@@ -609,8 +694,9 @@ class _Progress:
 
 def _evaluate_track(track, data_cfg, test_source, runners, track_baselines,
                     options: EvalOptions, total_images: int | None):
-  """One pass over the test split; returns (rows, n_images, figure panels)."""
+  """One pass over the test split; returns (rows, n_images, figure panels, mean mask area)."""
   per_image: dict[str, dict[str, list[np.ndarray]]] = {}
+  mask_areas = []
   seconds: dict[str, float] = {}
   panels = {"clean": [], "corrupted": [], "outputs": {}, "psnr": {}}
   n_images = 0
@@ -618,12 +704,19 @@ def _evaluate_track(track, data_cfg, test_source, runners, track_baselines,
   for batch in _numpy_batches(data_cfg, test_source, track, options.batch_size,
                               options.max_images):
     clean, corrupted, mask = batch["clean"], batch["corrupted"], batch["mask"]
+    mask_areas.append(mask.mean(axis=(1, 2, 3)))
     outputs: dict[str, np.ndarray] = {}
     for runner in runners:
-      batch_outputs, batch_seconds = runner(corrupted)
+      batch_outputs, batch_seconds = runner(corrupted, mask)
       outputs.update(batch_outputs)
       for row, value in batch_seconds.items():
         seconds[row] = seconds.get(row, 0.0) + value
+    if options.dump_inputs:
+      _dump_batch(options.dump_inputs, track, batch)
+    for name, folder in options.externals:
+      external = _read_external(name, folder, track, batch)
+      if external is not None:
+        outputs[name] = external
     examples = _examples(batch, track)
     for name, baseline in track_baselines.items():
       start = time.perf_counter()
@@ -649,10 +742,13 @@ def _evaluate_track(track, data_cfg, test_source, runners, track_baselines,
         "hole_psnr": (_mean(scores["hole_psnr"], PSNR_DECIMALS) if "hole_psnr" in scores
                       else None),
         "ssim": _mean(scores["ssim"], SSIM_DECIMALS),
-        "sec_per_image": (float(f"{seconds[name] / n_images:.4g}") if options.timing and n_images
-                          else None),
+        "hole_ssim": (_mean(scores["hole_ssim"], SSIM_DECIMALS) if "hole_ssim" in scores
+                      else None),
+        "sec_per_image": (float(f"{seconds[name] / n_images:.4g}")
+                          if options.timing and n_images and name in seconds else None),
     }
-  return rows, n_images, panels
+  mask_area = float(np.mean(np.concatenate(mask_areas))) if mask_areas else 0.0
+  return rows, n_images, panels, round(mask_area, 4)
 
 
 # --------------------------------------------------------------------------
@@ -710,8 +806,9 @@ def _protocol_record(data_cfg, tracks, n_images, full_split, device, options, de
       **{field: getattr(data_cfg, field) for field in _PROTOCOL_FIELDS},
       "test_split_images": full_split,
       "metrics": ("mean over images of PSNR (whole image, data range 1, output clipped to "
-                  "[0, 1]), hole PSNR (hole pixels only; null on restore) and SSIM (11x11 "
-                  "Gaussian window, sigma 1.5, K1 0.01, K2 0.03, tf.image.ssim)"),
+                  "[0, 1]), SSIM (11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03, "
+                  "tf.image.ssim), and on tracks with a hole hole PSNR (hole pixels only) "
+                  "and hole SSIM (the SSIM map weighted by the mask); null elsewhere"),
       "timing": options.timing,
       "timing_note": ("sec_per_image: wall-clock seconds of a method over the split / images; "
                       "models: batched (batch_size below) after one untraced warm-up call, "
@@ -745,11 +842,17 @@ def format_markdown(results: Mapping[str, Any]) -> str:
       "- Device: " + (f"models on {device['models']} ({device['strategy']} strategy, "
                       f"{device['replicas']} replica(s)); " if "strategy" in device else "")
       + f"baselines on {device['baselines']}.",
-      "- hole PSNR is over the hole pixels only (— on `restore`, which has no hole); "
-      "(oracle) = given the true blur kernel or noise sigma.",
+      "- hole PSNR and hole SSIM are over the hole pixels only (— on tracks without a "
+      "hole); (oracle) = given the true blur kernel or noise sigma.",
+  ]
+  areas = protocol.get("mask_area") or {}
+  if any(areas.get(track) for track in protocol["tracks"]):
+    lines.append("- Mean hole area (share of the image): " + ", ".join(
+        f"{track} {areas[track]:.1%}" for track in protocol["tracks"] if areas.get(track)) + ".")
+  lines += [
       "",
-      "| track | method | PSNR (dB) | hole PSNR (dB) | SSIM | s / image | images |",
-      "|---|---|---:|---:|---:|---:|---:|",
+      "| track | method | PSNR (dB) | hole PSNR (dB) | SSIM | hole SSIM | s / image | images |",
+      "|---|---|---:|---:|---:|---:|---:|---:|",
   ]
   methods = results.get("methods", {})
   for track in protocol["tracks"]:
@@ -761,6 +864,7 @@ def format_markdown(results: Mapping[str, Any]) -> str:
       label = method + (" (oracle)" if oracle else "")
       lines.append(f"| {track} | {label} | {_fmt(row['psnr'], '.2f')} | "
                    f"{_fmt(row['hole_psnr'], '.2f')} | {_fmt(row['ssim'], '.4f')} | "
+                   f"{_fmt(row.get('hole_ssim'), '.4f')} | "
                    f"{_fmt(row['sec_per_image'], '.4f')} | {results['n_images']} |")
   notes = results.get("notes") or []
   if notes:
@@ -859,24 +963,26 @@ def evaluate(data_cfg: config_lib.DataConfig, options: EvalOptions,
   size = data_cfg.image_size
   warmup = np.zeros([options.batch_size, size, size, 3], np.float32)
   for runner in runners:
-    runner(warmup)
+    runner(warmup, warmup[..., :1])
 
   total = test_source.num_images
   if total is not None and options.max_images is not None:
     total = min(total, options.max_images)
   results: dict[str, dict[str, Any]] = {}
   panels_per_track = {}
+  mask_areas: dict[str, float] = {}
   n_images = None
   for track in options.tracks:
     track_baselines = {name: built[name] for name in names_per_track[track]}
-    rows, track_images, panels = _evaluate_track(track, data_cfg, test_source, runners,
-                                                 track_baselines, options, total)
+    rows, track_images, panels, mask_areas[track] = _evaluate_track(
+        track, data_cfg, test_source, runners, track_baselines, options, total)
     if n_images is not None and track_images != n_images:
       raise ValueError(f"The test split gave {n_images} images on one track and "
                        f"{track_images} on {track}; the source is not deterministic.")
     n_images = track_images
     panels_per_track[track] = panels
-    order = [r for runner in runners for r in runner.rows] + list(track_baselines)
+    order = ([r for runner in runners for r in runner.rows]
+             + [name for name, _ in options.externals if name in rows] + list(track_baselines))
     for name in order:
       results.setdefault(name, {})[track] = rows[name]
   if not n_images:
@@ -890,6 +996,10 @@ def evaluate(data_cfg: config_lib.DataConfig, options: EvalOptions,
           "restorer (final)"
       methods[row] = {**runner.info, "name": runner.spec.name, "output": output,
                       "oracle": False}
+  for name, folder in options.externals:
+    methods[name] = {"kind": "external", "path": os.path.abspath(folder), "oracle": False,
+                     "note": "another tool's outputs on the --dump_inputs inputs, read as "
+                             "8-bit PNGs; not timed"}
   methods.update(method_info)
   full_split = test_source.num_images
   deviations = protocol_deviations(data_cfg, n_images, full_split)
@@ -897,8 +1007,8 @@ def evaluate(data_cfg: config_lib.DataConfig, options: EvalOptions,
   output = {
       "dataset": data_cfg.dataset,
       "n_images": n_images,
-      "protocol": _protocol_record(data_cfg, options.tracks, n_images, full_split, device,
-                                   options, deviations),
+      "protocol": {**_protocol_record(data_cfg, options.tracks, n_images, full_split, device,
+                                      options, deviations), "mask_area": mask_areas},
       "results": results,
       "methods": methods,
       "notes": notes,

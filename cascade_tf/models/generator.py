@@ -19,6 +19,8 @@ connections and an input-to-output skip:
   added to the decoder output of the same size (after its ReLU).
 * Input-to-output skip: G(x) = x + decoder_out(...), so a generator whose
   last layer is zero is the identity.
+* With `mask_channel` (beyond the paper) the input has a 4th channel, the
+  hole mask (1 in the hole), and the input skip adds the 3 image channels.
 
 Images are in [-1, 1]; the output is not clipped. The network is fully
 convolutional: any height and width that are multiples of 2**num_levels
@@ -83,9 +85,10 @@ def build_generator(cfg: GeneratorConfig, image_size: int | None = None,
     name: the model's name.
 
   Returns:
-    A functional keras.Model mapping float32 [B, H, W, 3] in [-1, 1] to
-    float32 [B, H, W, 3] = input + decoder output (not clipped). The last
-    transposed convolution is the layer named "decoder_out".
+    A functional keras.Model mapping float32 [B, H, W, 3] in [-1, 1] (with
+    `cfg.mask_channel`: [B, H, W, 4], the image then the mask, 1 in the
+    hole) to float32 [B, H, W, 3] = image + decoder output (not clipped).
+    The last transposed convolution is the layer named "decoder_out".
 
   Raises:
     ValueError: for a non-positive width or depth, or an image size that is
@@ -93,7 +96,9 @@ def build_generator(cfg: GeneratorConfig, image_size: int | None = None,
   """
   _validate(cfg, image_size)
   filters = _level_filters(cfg)
-  inputs = keras.Input(shape=(image_size, image_size, 3), name="corrupted")
+  channels = 4 if cfg.mask_channel else 3
+  inputs = keras.Input(shape=(image_size, image_size, channels), name="corrupted")
+  image = inputs[..., :3] if cfg.mask_channel else inputs
 
   # Encoder. Every stride-2 conv is followed by BN (so it carries no bias)
   # and LeakyReLU, as in Sec. 3.2 ("Batch normalization layer is used after
@@ -126,5 +131,5 @@ def build_generator(cfg: GeneratorConfig, image_size: int | None = None,
   residual = keras.layers.Conv2DTranspose(3, cfg.down_kernel_size, strides=2, padding="same",
                                           use_bias=True, dtype="float32",
                                           name="decoder_out")(x)
-  outputs = keras.layers.Add(dtype="float32", name="input_skip_add")([inputs, residual])
+  outputs = keras.layers.Add(dtype="float32", name="input_skip_add")([image, residual])
   return keras.Model(inputs, outputs, name=name)

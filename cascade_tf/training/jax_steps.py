@@ -30,6 +30,7 @@ import keras
 from keras import ops
 
 from cascade_tf import losses
+from cascade_tf.config import PAPER_TRACKS, TRACK_CORRUPTIONS
 from cascade_tf.data import appliers
 from cascade_tf.training import stages as stages_lib
 
@@ -110,13 +111,29 @@ def sample_corruptions(clean, key, bank, track: str, data_cfg):
       `corruptions.sample_corruption` (one row per draw).
     track: "inpaint", "restore" or "joint".
     data_cfg: the data config (hole size and fill).
+
+  Returns:
+    {"clean", "corrupted", "mask"}: the mask is the centre hole on tracks
+    with a hole, zeros on `restore`.
   """
   batch, height, width = clean.shape[0], clean.shape[1], clean.shape[2]
   key_index, key_noise = jax.random.split(key)
   index = jax.random.randint(key_index, (batch,), 0, bank["blur_kernel"].shape[0])
   sigma = ops.take(bank["noise_sigma"], index, axis=0)
   noise = sigma[:, None, None, None] * jax.random.normal(key_noise, clean.shape)
-  mask = appliers.hole_mask(height, width, data_cfg.hole_size)[None]
+  hole = "hole" in TRACK_CORRUPTIONS[track]
+  mask = appliers.hole_mask(height, width, data_cfg.hole_size)[None] * (1.0 if hole else 0.0)
   corrupted = appliers.corrupt(clean, track, kernels=ops.take(bank["blur_kernel"], index, axis=0),
                                noise=noise, mask=mask, fill=data_cfg.hole_fill)
-  return {"clean": clean, "corrupted": corrupted}
+  return {"clean": clean, "corrupted": corrupted,
+          "mask": ops.broadcast_to(mask, (batch, height, width, 1))}
+
+
+def check_supported(cfg, stage: str) -> None:
+  """ValueError unless the corruption bank covers the stage's training data: the JAX
+  trainer draws the paper's tracks with the centre hole (not yet `blind` or other masks)."""
+  track = cfg.stage_track(stage)
+  if track not in PAPER_TRACKS or cfg.data.mask_family != "centre":
+    raise ValueError(f"scripts/train_jax.py trains on the paper's tracks with the centre hole; "
+                     f"stage {stage} asks for track {track!r} with data.mask_family="
+                     f"{cfg.data.mask_family!r}. Train it with train.py.")

@@ -289,7 +289,8 @@ def validation_scores(stage: stages_lib.Stage, batch) -> tuple[dict[str, float],
   Returns (scores, {output name: [B, S, S, 3] in [0, 1]}).
   """
   outputs = {name: ranges.from_model(images) for name, images in
-             stage.outputs(ranges.to_model(batch["corrupted"]), training=False).items()}
+             stage.outputs(ranges.to_model(batch["corrupted"]), batch["mask"],
+                           training=False).items()}
   clean = batch["clean"]
   scores = {"psnr_identity": float(tf.reduce_mean(metrics.psnr(clean, batch["corrupted"])))}
   for name, images in outputs.items():
@@ -458,13 +459,15 @@ def train_stage(cfg: config_lib.Config,
 
     train_source = source_train or sources.load_source(cfg.data, "train")
     test_source = source_test or sources.load_source(cfg.data, "test")
-    dataset = pipeline.make_dataset(cfg.data, split="train", track=spec.track,
+    track = cfg.stage_track(stage)
+    val_track = config_lib.validation_track(track)
+    dataset = pipeline.make_dataset(cfg.data, split="train", track=track,
                                     batch_size=global_batch, training=True, seed=t.seed,
                                     source=train_source,
                                     start_index=int(batches_var.numpy()) * global_batch)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
     val_batch = next(iter(pipeline.make_dataset(
-        cfg.data, split="test", track=spec.track, batch_size=t.val_images, training=False,
+        cfg.data, split="test", track=val_track, batch_size=t.val_images, training=False,
         source=test_source, max_images=t.val_images)))
 
     jit = runtime.resolve_jit_compile(t.jit_compile, strategy)
@@ -476,9 +479,9 @@ def train_stage(cfg: config_lib.Config,
       critic_step = steps_lib.make_step(strategy, wired.critic,
                                         optimizers[wired.critic.optimizer], jit_compile=jit)
 
-    logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s, "
-                 "XLA %s.", stage, step, target, global_batch, strategy.num_replicas_in_sync, lr,
-                 spec.track, "on" if jit else "off")
+    logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s "
+                 "(validation: %s), XLA %s.", stage, step, target, global_batch,
+                 strategy.num_replicas_in_sync, lr, track, val_track, "on" if jit else "off")
     progress = _Progress(stage, step, target, t.log_every)
     values: dict[str, float] = {}
     validation: dict[str, float] = {}
@@ -534,7 +537,7 @@ def train_stage(cfg: config_lib.Config,
                                max_outputs=4)
           if chief:
             with tf.io.gfile.GFile(metrics_path, "a") as f:
-              f.write(json.dumps({"step": step, "time": time.time(),
+              f.write(json.dumps({"step": step, "time": time.time(), "val_track": val_track,
                                   **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
           logging.info("Stage %s step %d: validation %s", stage, step,
                        " ".join(f"{k}={v:.2f}" for k, v in validation.items()))

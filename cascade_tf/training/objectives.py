@@ -1,8 +1,8 @@
 """What each training update minimises, written once for both backends.
 
 An objective takes the stage's networks (Keras models) and a batch
-({"corrupted", "clean"} float32 [B, S, S, 3] in [0, 1], as `data.pipeline`
-yields it) and returns `(total, terms)`: the scalar to differentiate and a
+({"corrupted", "clean"} float32 [B, S, S, 3] in [0, 1] and the hole `mask`
+[B, S, S, 1], as `data.pipeline` yields it) and returns `(total, terms)`: the scalar to differentiate and a
 dict of named float32 scalars to log. It is written in `keras.ops` and
 calls the networks as Keras layers, so that
 
@@ -40,22 +40,29 @@ def model_inputs(batch):
   return ranges.to_model(batch["corrupted"]), ranges.to_model(batch["clean"])
 
 
+def _forward(nets, batch, inputs, *, composite, generator=True, restorer=True):
+  """`forward` of the stage's networks on a batch, with its hole mask when it has one."""
+  return forward(inputs, nets.get("generator") if generator else None,
+                 nets.get("restorer") if restorer else None, mask=batch.get("mask"),
+                 composite=composite, training=True)
+
+
 def _mean(per_example, global_batch_size):
   return losses.reduce_per_example(per_example, global_batch_size)
 
 
-def reconstruction_objective(nets, batch, *, global_batch_size: int):
+def reconstruction_objective(nets, batch, *, global_batch_size: int, composite: bool = False):
   """Eq. (1) on the final output of the stage's generator and/or restorer.
 
   Returns (mse, {"mse"}).
   """
   inputs, targets = model_inputs(batch)
-  outputs = forward(inputs, nets.get("generator"), nets.get("restorer"), training=True)
+  outputs = _forward(nets, batch, inputs, composite=composite)
   mse = _mean(losses.mse_loss(targets, final_output(outputs)), global_batch_size)
   return mse, {"mse": mse}
 
 
-def critic_objective(nets, batch, *, global_batch_size: int):
+def critic_objective(nets, batch, *, global_batch_size: int, composite: bool = False):
   """Eq. (5): clean images are real, the generator's outputs fake.
 
   The generator runs in training mode (its batch-norm statistics move, as
@@ -65,7 +72,8 @@ def critic_objective(nets, batch, *, global_batch_size: int):
   critic's estimate of the Wasserstein distance.
   """
   inputs, targets = model_inputs(batch)
-  fake = ops.stop_gradient(forward(inputs, nets["generator"], training=True)["inpainted"])
+  fake = ops.stop_gradient(
+      _forward(nets, batch, inputs, composite=composite, restorer=False)["inpainted"])
   critic = nets["critic"]
   critic_loss = _mean(losses.wasserstein_critic_loss(critic(targets, training=True),
                                                      critic(fake, training=True)),
@@ -95,7 +103,7 @@ def _perceptual(vgg, targets, outputs, global_batch_size, size):
 
 
 def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size: int,
-                        vgg=None):
+                        vgg=None, composite: bool = False):
   """Eq. (7): lambda_mse MSE + lambda_per perceptual + lambda_adv eq. (6).
 
   Without a restorer in `nets` (stage `gan`) every term is on G(x). With
@@ -113,6 +121,7 @@ def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size:
     global_batch_size: examples over all replicas.
     vgg: the VGG16 feature extractor (`models.perceptual`), required when
       loss_cfg.lambda_per > 0.
+    composite: the config's `generator.composite` (`models.cascade.forward`).
 
   Returns:
     (total, {"mse", "perceptual", "adversarial"} and, with a restorer,
@@ -121,7 +130,7 @@ def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size:
   if loss_cfg.lambda_per > 0 and vgg is None:
     raise ValueError("generator_objective: lambda_per > 0 needs the VGG16 features (vgg=...).")
   inputs, targets = model_inputs(batch)
-  outputs = forward(inputs, nets["generator"], nets.get("restorer"), training=True)
+  outputs = _forward(nets, batch, inputs, composite=composite)
   final = final_output(outputs)
   terms = {
       "mse": _mean(losses.mse_loss(targets, final), global_batch_size),

@@ -94,7 +94,8 @@ def validation_table(workdir: str) -> str:
       continue
     first, last = val[0], val[-1]
     for key in sorted(k for k in last if k.startswith("val_psnr_") and k != "val_psnr_identity"):
-      lines.append(f"| {stage} | {stages_lib.SPECS[stage].track} | {last['step']} | "
+      track = last.get("val_track", stages_lib.SPECS[stage].track)
+      lines.append(f"| {stage} | {track} | {last['step']} | "
                    f"{key.replace('val_psnr_', '')} | {first[key]:.2f} (step {first['step']}) | "
                    f"{last[key]:.2f} | {last['val_psnr_identity']:.2f} |")
   return "\n".join(lines)

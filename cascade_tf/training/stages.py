@@ -40,7 +40,7 @@ from cascade_tf.models import restorer as restorer_lib
 from cascade_tf.models.cascade import forward
 from cascade_tf.training import objectives
 
-STAGES = ("pretrain", "gan", "dd", "joint")
+STAGES = config_lib.STAGES
 ALL = "all"
 NETWORKS = ("generator", "restorer", "critic")
 
@@ -50,7 +50,7 @@ class StageSpec:
   """What one stage trains, on what, with which objective, and what it outputs."""
 
   name: str
-  track: str  # Corruption track of its training data (PROTOCOL.md).
+  track: str  # The paper's training track (config.PAPER_STAGE_TRACKS; Config.stage_track).
   models: tuple[str, ...]  # Networks the stage builds and checkpoints.
   adversarial: bool  # Whether a critic is trained alongside (n_critic steps per step).
   warm_start: tuple[tuple[str, str], ...]  # (network, stage it is taken from).
@@ -108,10 +108,12 @@ class Stage:
   def main(self) -> Update:
     return next(u for u in self.updates if u.name == "main")
 
-  def outputs(self, corrupted_pm1, training=False) -> dict:
+  composite: bool = False  # The config's generator.composite.
+
+  def outputs(self, corrupted_pm1, mask=None, training=False) -> dict:
     """The stage's `forward` outputs ({"inpainted"} and/or {"restored"}), [-1, 1]."""
     return forward(corrupted_pm1, self.nets.get("generator"), self.nets.get("restorer"),
-                   training=training)
+                   mask=mask, composite=self.composite, training=training)
 
 
 def build_networks(cfg: config_lib.Config, names) -> dict[str, keras.Model]:
@@ -154,20 +156,20 @@ def build_stage(cfg: config_lib.Config, stage: str, *, global_batch_size: int,
   if missing:
     raise ValueError(f"Stage {stage} needs the networks {missing}.")
   nets = {name: nets[name] for name in spec.models}
+  common = {"global_batch_size": global_batch_size, "composite": cfg.generator.composite}
   if spec.objective == "reconstruction":
-    main_objective = functools.partial(objectives.reconstruction_objective, nets,
-                                       global_batch_size=global_batch_size)
+    main_objective = functools.partial(objectives.reconstruction_objective, nets, **common)
   else:
     main_objective = functools.partial(objectives.generator_objective, nets, loss_cfg=cfg.loss,
-                                       global_batch_size=global_batch_size, vgg=vgg)
+                                       vgg=vgg, **common)
   updates = []
   if spec.adversarial:
     updates.append(Update("critic", functools.partial(objectives.critic_objective, nets,
-                                                      global_batch_size=global_batch_size),
+                                                      **common),
                           (nets["critic"],), "critic_optimizer", clip=cfg.train.clip))
   updates.append(Update("main", main_objective, tuple(nets[name] for name in spec.trained),
                         "optimizer"))
-  return Stage(spec, nets, tuple(updates))
+  return Stage(spec, nets, tuple(updates), composite=cfg.generator.composite)
 
 
 def logged_values(main: Mapping[str, float], critic: Mapping[str, float] | None = None) -> dict:
