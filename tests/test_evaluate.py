@@ -468,7 +468,7 @@ def test_dumped_inputs_scored_as_an_external_tool_reproduce_the_identity_row(tmp
   (tool / "joint_free" / "0002.png").unlink()
   with pytest.raises(ValueError, match="0002.png is missing"):
     evaluate_lib.evaluate(TINY_DATA, options, None)
-  with pytest.raises(ValueError, match="--external: expected NAME=DIR"):
+  with pytest.raises(ValueError, match="--external: expected name=DIR"):
     evaluate_lib.parse_externals(str(tool))
   with pytest.raises(ValueError, match="no such folder"):
     evaluate_lib.parse_externals("x=/no/such/folder")

@@ -147,3 +147,25 @@ def test_shape_mismatch_raises_value_error():
     metrics.hole_psnr(a, a, np.zeros((2, 16, 16, 3), np.float32))
   with pytest.raises(ValueError, match="mask"):
     metrics.hole_psnr(a, a, np.zeros((2, 8, 16, 1), np.float32))
+
+
+def test_hole_ssim_is_the_ssim_map_averaged_over_the_hole():
+  rng = np.random.default_rng(3)
+  clean = rng.uniform(0, 1, (2, 48, 48, 3)).astype(np.float32)
+  noisy = np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+  damaged = noisy.copy()
+  damaged[:, 10:30, 10:30] = 0.5  # Worse inside the hole than outside.
+  whole = np.ones((2, 48, 48, 1), np.float32)
+  np.testing.assert_allclose(metrics.hole_ssim(clean, noisy, whole).numpy(),
+                             metrics.ssim(clean, noisy).numpy(), atol=1e-6)
+  hole = np.zeros((2, 48, 48, 1), np.float32)
+  hole[:, 10:30, 10:30] = 1.0
+  inside = metrics.hole_ssim(clean, damaged, hole).numpy()
+  assert np.all(inside < metrics.ssim(clean, damaged).numpy())
+  # By hand: the SSIM map (valid windows) averaged where the mask is 1 at the window's centre.
+  index_map = tf.image.ssim(clean, damaged, 1.0, return_index_map=True).numpy()
+  if index_map.ndim == 4:
+    index_map = index_map.mean(-1)
+  np.testing.assert_allclose(inside, index_map[:, 5:25, 5:25].mean(axis=(1, 2)), atol=1e-6)
+  hole[1] = 0.0
+  assert np.isnan(metrics.hole_ssim(clean, damaged, hole).numpy()[1])

@@ -116,7 +116,7 @@ def test_export_layout_and_provenance(exported, export_dir, workdir):
   assert inference.Repairer(exported).config == config_lib.tiny()
 
 
-def test_saved_model_cli_lists_both_signatures(exported):
+def test_saved_model_cli_lists_every_signature(exported):
   result = subprocess.run(saved_model_cli() + ["show", "--dir", exported, "--all"], capture_output=True,
                           text=True, timeout=300, check=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -130,6 +130,13 @@ def test_saved_model_cli_lists_both_signatures(exported):
   as_bytes = as_bytes[:as_bytes.index("Method name is")]
   assert "inputs['images_bytes']" in as_bytes and "DT_STRING" in as_bytes
   assert "outputs['restored_bytes']" in as_bytes and "outputs['inpainted_bytes']" in as_bytes
+  masked = text[text.index("signature_def['serving_masked']"):]
+  masked = masked[:masked.index("Method name is")]
+  assert "inputs['images']" in masked and "inputs['masks']" in masked
+  assert "shape: (-1, -1, -1, 1)" in masked and "outputs['restored']" in masked
+  masked_bytes = text[text.index("signature_def['serving_masked_bytes']"):]
+  masked_bytes = masked_bytes[:masked_bytes.index("Method name is")]
+  assert "inputs['images_bytes']" in masked_bytes and "inputs['masks_bytes']" in masked_bytes
   assert "Method name is: tensorflow/serving/predict" in text
 
 
@@ -214,19 +221,26 @@ def test_session_based_loader_runs_every_signature(exported, loaded, tmp_path):
   images = photo(45, 70)[None].astype(np.float32) / 255.0
   images_bytes = np.array([encode(photo(40, 50), "PNG"), encode(photo(64, 48), "JPEG")],
                           dtype=object)
+  masks = np.zeros([1, 45, 70, 1], np.float32)
+  masks[:, 5:20, 10:40] = 1.0
   np.save(tmp_path / "images.npy", images)
+  np.save(tmp_path / "masks.npy", masks)
   np.save(tmp_path / "images_bytes.npy", images_bytes, allow_pickle=True)
   expected = {
       "serving_default": loaded.signatures["serving_default"](images=tf.constant(images)),
       "serving_bytes": loaded.signatures["serving_bytes"](
           images_bytes=tf.constant(list(images_bytes))),
+      "serving_masked": loaded.signatures["serving_masked"](images=tf.constant(images),
+                                                            masks=tf.constant(masks)),
   }
-  for signature, input_name in (("serving_default", "images"), ("serving_bytes", "images_bytes")):
+  for signature, input_names in (("serving_default", ["images"]),
+                                 ("serving_bytes", ["images_bytes"]),
+                                 ("serving_masked", ["images", "masks"])):
     outdir = tmp_path / signature
+    inputs = ";".join(f"{name}={tmp_path / (name + '.npy')}" for name in input_names)
     result = subprocess.run(
         saved_model_cli() + ["run", "--dir", exported, "--tag_set", "serve",
-                             "--signature_def", signature,
-                             "--inputs", f"{input_name}={tmp_path / (input_name + '.npy')}",
+                             "--signature_def", signature, "--inputs", inputs,
                              "--outdir", str(outdir)],
         capture_output=True, text=True, timeout=300, check=False,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -234,7 +248,7 @@ def test_session_based_loader_runs_every_signature(exported, loaded, tmp_path):
     assert sorted(os.listdir(outdir)) == sorted(f"{k}.npy" for k in expected[signature])
     for key, value in expected[signature].items():
       got = np.load(outdir / f"{key}.npy", allow_pickle=True)
-      if signature == "serving_default":
+      if signature != "serving_bytes":
         np.testing.assert_allclose(got, value.numpy(), rtol=0, atol=1e-6, err_msg=key)
       else:
         assert list(got) == list(value.numpy()), key  # the same PNG bytes

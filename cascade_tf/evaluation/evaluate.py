@@ -170,17 +170,25 @@ def parse_tracks(text: str) -> tuple[str, ...]:
   return tracks
 
 
+def _name_value_pairs(text: str, flag: str, value: str) -> list[tuple[str, str]]:
+  """"a=x, b=y" -> [("a", "x"), ("b", "y")]; ValueError naming `flag` for a malformed entry."""
+  pairs = []
+  for entry in parse_list(text, flag):
+    name, sep, path = entry.partition("=")
+    name, path = name.strip(), path.strip()
+    if not sep or not name or not path:
+      raise ValueError(f"{flag}: expected name={value} entries separated by commas, got "
+                       f"{entry!r}.")
+    pairs.append((name, path))
+  return pairs
+
+
 def parse_externals(text: str | None) -> tuple[tuple[str, str], ...]:
   """--external=NAME=DIR[,NAME=DIR...] -> ((name, folder), ...), checked."""
   if not text:
     return ()
   externals = []
-  for entry in parse_list(text, "--external"):
-    name, sep, folder = entry.partition("=")
-    name, folder = name.strip(), folder.strip()
-    if not sep or not name or not folder:
-      raise ValueError(f"--external: expected NAME=DIR entries separated by commas, got "
-                       f"{entry!r}.")
+  for name, folder in _name_value_pairs(text, "--external", "DIR"):
     if not _NAME_PATTERN.match(name) or name in baselines_lib.BASELINE_NAMES or "+" in name:
       raise ValueError(f"--external: the name {name!r} must be letters, digits, '_', '.' or "
                        "'-', and not a baseline's name.")
@@ -260,12 +268,7 @@ def model_specs(workdir: str | None = None, model: str | None = None,
   if model:
     specs.append(ModelSpec(DEFAULT_MODEL_NAME, model, "--model"))
   if compare:
-    for entry in parse_list(compare, "--compare"):
-      name, sep, path = entry.partition("=")
-      name, path = name.strip(), path.strip()
-      if not sep or not name or not path:
-        raise ValueError(f"--compare: expected name=WORKDIR_OR_MODEL entries separated by "
-                         f"commas, got {entry!r}.")
+    for name, path in _name_value_pairs(compare, "--compare", "WORKDIR_OR_MODEL"):
       specs.append(ModelSpec(name, path, f"--compare {name}"))
   names = [s.name for s in specs]
   for spec in specs:
