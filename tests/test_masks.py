@@ -195,3 +195,17 @@ def test_a_mask_channel_model_trains_on_the_blind_mix_checkpoints_and_repairs(tm
   outside = np.broadcast_to(batch["mask"].numpy() == 0, clean.shape)
   np.testing.assert_array_equal(out["inpainted"].numpy()[outside],
                                 (batch["corrupted"].numpy() * 2 - 1)[outside])
+  # Exported, the masked signature keeps every pixel outside the hole (float precision).
+  from cascade_tf import serving  # pylint: disable=g-import-not-at-top
+  trained = inference.load_workdir_cascade(str(tmp_path), allow_random_restorer=True,
+                                           fold_batch_norm=False)
+  inference.write_workdir(str(tmp_path / "both"), cfg, trained.generator, trained.restorer)
+  export = serving.export_savedmodel(str(tmp_path / "both"), str(tmp_path / "export"))
+  serve = tf.saved_model.load(export).signatures[serving.SIGNATURE_MASKED]
+  images = np.random.default_rng(0).uniform(0, 1, (1, 40, 70, 3)).astype(np.float32)
+  holes = np.zeros((1, 40, 70, 1), np.float32)
+  holes[:, 5:20, 10:50] = 1.0
+  inpainted = serve(images=tf.constant(images), masks=tf.constant(holes))["inpainted"].numpy()
+  known = np.broadcast_to(holes == 0, images.shape)
+  np.testing.assert_allclose(inpainted[known], images[known], atol=1e-6)
+  assert np.abs(inpainted - images)[~known].mean() > 0.01
