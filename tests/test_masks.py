@@ -123,11 +123,23 @@ def test_blind_mix_draws_every_combination_at_its_rate():
   # The same seeds give the same mix.
   again = corrupt(clean[:5], _seeds(5))
   np.testing.assert_array_equal(again["corrupted"], corrupted[:5])
+  # `blind_restore` (the restorer's stage): the same blur and noise draws, never a hole.
+  restore = corruptions.corrupt_batch(clean[:40], _seeds(40), "blind_restore", cfg)
+  assert not restore["has_hole"].numpy().any() and not restore["mask"].numpy().any()
+  np.testing.assert_array_equal(restore["has_blur"], flags[:40, 1])
+  np.testing.assert_array_equal(restore["has_noise"], flags[:40, 2])
+  no_hole = ~flags[:40, 0]
+  np.testing.assert_array_equal(restore["corrupted"].numpy()[no_hole], corrupted[:40][no_hole])
 
 
 def test_training_tracks_and_mask_family_are_validated_per_stage():
   cfg = config_lib.with_overrides(config_lib.tiny(), {"train.pretrain_track": "blind"})
   assert cfg.stage_track("pretrain") == "blind" and cfg.stage_track("joint") == "joint"
+  blind = config_lib.blind()
+  assert [blind.stage_track(s) for s in config_lib.STAGES] == [
+      "blind", "blind", "blind_restore", "blind"]
+  assert [config_lib.validation_track(t) for t in ("blind", "blind_restore", "inpaint")] == [
+      "joint_free", "restore", "inpaint"]
   with pytest.raises(ValueError, match="train.dd_track"):
     config_lib.with_overrides(config_lib.tiny(), {"train.dd_track": "everything"})
   with pytest.raises(ValueError, match="data.mask_family"):

@@ -29,7 +29,7 @@ import math
 
 import tensorflow as tf
 
-from cascade_tf.config import DataConfig, TRACK_CORRUPTIONS, TRAIN_TRACKS
+from cascade_tf.config import BLIND_TRACKS, DataConfig, TRACK_CORRUPTIONS, TRAIN_TRACKS
 from cascade_tf.data import appliers
 from cascade_tf.data import masks as masks_lib
 
@@ -188,7 +188,8 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig, *, mask_family: str | No
     track: one of config.TRAIN_TRACKS: "inpaint" (hole only), "restore"
       (blur + noise), "joint" (blur, then noise, then the hole),
       "inpaint_free" and "joint_free" (the same with free-form masks),
-      "clean" (nothing), or "blind" (training: each image gets a hole, a
+      "clean" (nothing), "blind_restore" (training: blur and noise, each
+      or not, independently) or "blind" (training: each image gets a hole, a
       blur and noise or not, independently, with `cfg.blind_*_prob`).
     cfg: the data config.
     mask_family: family of the holes (data/masks.py); None: the
@@ -212,8 +213,9 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig, *, mask_family: str | No
   batch = shape[0]
   size = cfg.blur_kernel_size
   every = tf.fill([batch], True)
-  if track == "blind":
+  if track in BLIND_TRACKS:
     has_hole, has_blur, has_noise = _blind_flags(seeds, cfg)
+    has_hole = has_hole & ("hole" in applied)
   else:
     has_hole, has_blur, has_noise = (every & (name in applied)
                                      for name in ("hole", "blur", "noise"))
@@ -240,7 +242,7 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig, *, mask_family: str | No
     sampled = tf.map_fn(lambda s: sample_corruption(s, shape[1:], cfg), seeds,
                         fn_output_signature=signature)
     noise = sampled.pop("noise")
-    if track == "blind":  # Keep each image's draw only where it gets that corruption.
+    if track in BLIND_TRACKS:  # Keep each image's draw only where it gets that corruption.
       for name, flag in (("blur_kernel", has_blur), ("blur_type", has_blur),
                          ("gaussian_sigma", has_blur), ("motion_length", has_blur),
                          ("motion_angle", has_blur), ("noise_sigma", has_noise)):
