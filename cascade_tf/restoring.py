@@ -122,7 +122,7 @@ def fill_large_holes(image: np.ndarray, hole: np.ndarray, repair, *, tile_size: 
   Returns:
     (image, the holes left for the tiled pass, how many holes were filled).
   """
-  labels, count = scipy.ndimage.label(hole)
+  labels, _ = scipy.ndimage.label(hole)
   limit = max(tile_size // 2, 1)
   remaining, filled = hole.copy(), 0
   height, width = hole.shape
@@ -157,7 +157,6 @@ def fill_large_holes(image: np.ndarray, hole: np.ndarray, repair, *, tile_size: 
     image[window] = np.where(window_hole[..., None], large, image[window])
     remaining[labels == index] = False
     filled += 1
-  del count
   return image, remaining, filled
 
 

@@ -138,24 +138,6 @@ def sample_corruption(seed, image_shape, cfg: DataConfig):
   }
 
 
-def apply_hole(images, hole_size, fill=0.5):
-  """Fills the centre square of side `hole_size` with `fill`.
-
-  Args:
-    images: float32 [B, H, W, C].
-    hole_size: int, px.
-    fill: value put in the hole.
-
-  Returns:
-    (holed images [B, H, W, C], mask [B, H, W, 1] with 1 inside the hole).
-  """
-  images = tf.convert_to_tensor(images, tf.float32)
-  shape = tf.shape(images)
-  mask = appliers.hole_mask(shape[1], shape[2], hole_size)
-  holed = appliers.fill_hole(images, mask[None], fill)
-  return holed, tf.tile(mask[None], [shape[0], 1, 1, 1])
-
-
 def protocol_mask_family(track: str) -> str:
   """The mask family of an evaluation track: `centre` (inpaint, joint) or `free` (*_free)."""
   return "free" if track.endswith("_free") else "centre"
