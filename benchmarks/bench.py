@@ -290,9 +290,10 @@ def _tracing_count(fn) -> int:
 # tf.functions whose tracing count shows a retrace during timing).
 
 
-def _rmsprop(cfg, stage, policy, variables):
-  optimizer = runtime.wrap_optimizer(keras.optimizers.RMSprop(cfg.stage_lr(stage)), policy)
-  optimizer.build(variables)
+def _optimizer(cfg, stage, policy, update):
+  """The update's optimizer as train.py builds it (`stages.new_optimizer`)."""
+  optimizer = runtime.wrap_optimizer(stages_lib.new_optimizer(cfg, stage, update.name), policy)
+  optimizer.build(update.variables)
   return optimizer
 
 
@@ -332,7 +333,7 @@ def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
   wired = stages_lib.build_stage(cfg, stage, global_batch_size=batch_size, vgg=vgg)
 
   def make(update):
-    return steps_lib.make_step(strategy, update, _rmsprop(cfg, stage, policy, update.variables),
+    return steps_lib.make_step(strategy, update, _optimizer(cfg, stage, policy, update),
                                jit_compile=jit_compile)
 
   batch = _random_batch(batch_size, size, cfg.train.seed)

@@ -29,7 +29,7 @@ _CONFIG_FLAGS = {
                     "free_form, mixed or free (docs/masks.md)."),
     "steps": ("train.steps", "Steps per stage (see --set train.<stage>_steps=N per stage)."),
     "batch_size": ("train.batch_size", "Global batch size, split across replicas (paper: 64)."),
-    "lr": ("train.lr", "RMSProp learning rate of every stage (paper: 5e-5); "
+    "lr": ("train.lr", "Learning rate of every stage (paper, RMSProp: 5e-5); "
            "--set train.<stage>_lr=X per stage."),
     "lambda_mse": ("loss.lambda_mse", "Weight of the MSE term, eq. (7)."),
     "lambda_per": ("loss.lambda_per", "Weight of the VGG16 perceptual term, eq. (7); 0 disables "

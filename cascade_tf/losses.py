@@ -7,6 +7,7 @@ Images are on the networks' [-1, 1] scale; VGG features on the scale that
 VGG16's 0-255 inputs give them.
 
     mse_loss                     eq. (1)
+    l1_loss                      beyond the paper: mean absolute error
     perceptual_loss              eqs. (2-3)
     wasserstein_critic_loss      eq. (5)
     wasserstein_generator_loss   eq. (6)
@@ -60,6 +61,18 @@ def mse_loss(y_true, y_pred):
   if len(y_true.shape) != len(y_pred.shape) or any(a != b for a, b in known):
     raise ValueError(f"mse_loss: y_true {y_true.shape} and y_pred {y_pred.shape} differ.")
   return _per_example_mean(ops.square(y_true - y_pred))
+
+
+def l1_loss(y_true, y_pred):
+  """Pixel-wise mean absolute error (beyond the paper: `loss.reconstruction=l1`).
+
+  Args and shapes as `mse_loss`. Returns float32 [B], >= 0.
+  """
+  y_true = ops.cast(y_true, "float32")
+  y_pred = ops.cast(y_pred, "float32")
+  if tuple(y_true.shape[1:]) != tuple(y_pred.shape[1:]):
+    raise ValueError(f"l1_loss: y_true {y_true.shape} and y_pred {y_pred.shape} differ.")
+  return _per_example_mean(ops.abs(y_true - y_pred))
 
 
 def perceptual_loss(features_true: Sequence, features_pred: Sequence):

@@ -187,13 +187,13 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
               seconds: float | None, key, log_every: int) -> dict:
   """Trains `stage` for its steps or `seconds`; writes the weights back into `models`."""
   spec = stages_lib.SPECS[stage]
-  wired = stages_lib.build_stage(cfg, stage, global_batch_size=cfg.train.batch_size,
+  wired = stages_lib.build_stage(cfg, stage, global_batch_size=cfg.stage_batch_size(stage),
                                  nets={name: models[name] for name in spec.models})
   lr = cfg.stage_lr(stage)
   target = cfg.stage_steps(stage)
 
   def compiled(update):
-    optimizer, optimizer_values = jax_steps.new_optimizer(update, lr)
+    optimizer, optimizer_values = jax_steps.new_optimizer(cfg, stage, update)
     update_fn = jax_steps.make_update(wired, update, optimizer)
 
     @jax.jit

@@ -26,6 +26,14 @@ def test_mse_loss_means_over_pixels_and_channels():
                              [1.44 / 12], rtol=1e-6)
 
 
+def test_l1_loss_per_example():
+  y_true = tf.zeros([2, 4, 4, 3])
+  y_pred = tf.stack([tf.fill([4, 4, 3], 0.5), tf.fill([4, 4, 3], -1.0)])
+  np.testing.assert_allclose(losses.l1_loss(y_true, y_pred).numpy(), [0.5, 1.0])
+  with pytest.raises(ValueError, match="differ"):
+    losses.l1_loss(tf.zeros([1, 4, 4, 3]), tf.zeros([1, 4, 5, 3]))
+
+
 def test_mse_loss_rejects_mismatched_shapes():
   with pytest.raises(ValueError, match="differ"):
     losses.mse_loss(tf.zeros([2, 4, 4, 3]), tf.zeros([2, 4, 4, 1]))

@@ -17,6 +17,7 @@ from cascade_tf.models import build_critic
 from cascade_tf.models import build_generator
 from cascade_tf.models import build_restorer
 from cascade_tf.models import build_vgg_features
+from cascade_tf.models import layers
 from cascade_tf.models import perceptual
 
 ARCHITECTURE_DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
@@ -317,3 +318,81 @@ def test_clipped_critic_keeps_a_usable_signal_only_with_normalization():
     scores[normalization] = float(tf.reduce_max(tf.abs(critic(images))))
   assert scores["none"] < 1e-12
   assert scores["group"] > 1e-7
+
+
+# --------------------------------------------------------------------------
+# Beyond the paper: push-pull prefill, dilated blocks, the U-Net restorer.
+
+
+def _centre_mask(batch, height, width, top, left, side):
+  mask = np.zeros((batch, height, width, 1), np.float32)
+  mask[:, top:top + side, left:left + side] = 1.0
+  return mask
+
+
+@pytest.mark.parametrize("height,width", [(128, 128), (100, 90), (33, 17)])
+def test_push_pull_fill_keeps_known_pixels_and_fills_a_smooth_image_smoothly(height, width):
+  rows = np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, None]
+  cols = np.linspace(-1.0, 1.0, width, dtype=np.float32)[None, :]
+  image = np.stack([0.5 * rows + 0.3 * cols, 0.2 * rows - 0.4 * cols, 0.1 + 0 * rows * cols], -1)
+  images = np.repeat(image[None], 2, axis=0).astype(np.float32)
+  side = min(height, width) // 2
+  mask = _centre_mask(2, height, width, (height - side) // 2, (width - side) // 2, side)
+  damaged = np.where(mask > 0.5, np.float32(0.9), images)
+  filled = np.asarray(layers.push_pull_fill(damaged, mask))
+  hole = mask[..., 0] > 0.5
+  np.testing.assert_array_equal(filled[~hole], images[~hole])
+  # A linear ramp is filled to within a few percent of its range; the
+  # constant fill misses it by ten times more.
+  fill_error = np.abs(filled - images)[hole].mean()
+  assert fill_error < 0.05
+  assert np.abs(damaged - images)[hole].mean() > 5 * fill_error
+
+
+def test_push_pull_fill_of_an_image_without_known_pixels_is_mid_grey():
+  images = np.full((1, 16, 16, 3), 0.7, np.float32)
+  filled = np.asarray(layers.push_pull_fill(images, np.ones((1, 16, 16, 1), np.float32)))
+  np.testing.assert_allclose(filled, 0.0, atol=1e-6)
+
+
+def test_prefill_generator_fills_before_the_encoder_and_needs_the_mask_channel(tiny):
+  with pytest.raises(ValueError, match="prefill needs generator.mask_channel"):
+    config.with_overrides(tiny, {"generator.prefill": True})
+  cfg = config.with_overrides(tiny, {"generator.prefill": True, "generator.mask_channel": True})
+  generator = build_generator(cfg.generator, 32)
+  assert generator.get_layer("prefill").count_params() == 0
+  _zero_layer(generator, "decoder_out")
+  images = _images().numpy()
+  mask = _centre_mask(2, 32, 32, 8, 8, 16)
+  out = generator(np.concatenate([images, mask], -1), training=False).numpy()
+  # With a zero last layer the generator is the push-pull fill itself.
+  np.testing.assert_allclose(out, np.asarray(layers.push_pull_fill(images, mask)), atol=1e-6)
+
+
+def test_dilated_residual_blocks_cycle_their_rates(tiny):
+  cfg = config.with_overrides(tiny, {"generator.num_res_blocks": 3, "generator.dilations": "1,2"})
+  generator = build_generator(cfg.generator, 32)
+  rates = [generator.get_layer(f"res{j}_conv1").dilation_rate for j in (1, 2, 3)]
+  assert rates == [(1, 1), (2, 2), (1, 1)]
+  with pytest.raises(ValueError, match="generator.dilations"):
+    config.with_overrides(tiny, {"generator.dilations": "0"})
+
+
+def test_unet_restorer_size_identity_and_parameters(tiny):
+  cfg = config.photo()
+  restorer = build_restorer(cfg.restorer, 128)
+  assert restorer.count_params() == 1_002_563  # docs/architecture.md.
+  assert cfg.size_multiple() == 8
+  small = build_restorer(config.with_overrides(tiny, {"restorer.arch": "unet"}).restorer)
+  _zero_layer(small, "residual_out")
+  images = _images(size=24)
+  np.testing.assert_array_equal(small(images, training=False).numpy(), images.numpy())
+  with pytest.raises(ValueError, match="multiple of 4"):
+    build_restorer(cfg.restorer, 30)
+  with pytest.raises(ValueError, match="restorer.arch"):
+    config.with_overrides(tiny, {"restorer.arch": "resnet"})
+
+
+def test_photo_preset_counts():
+  cfg = config.photo()
+  assert build_generator(cfg.generator, 128).count_params() == 2_108_163

@@ -60,6 +60,44 @@ def test_reconstruction_objective_is_eq1_on_the_final_output(cfg):
   assert float(total) == float(terms["mse"]) == pytest.approx(expected, rel=1e-5)
 
 
+def test_l1_reconstruction_optimises_l1_and_logs_mse(cfg):
+  l1_cfg = config_lib.with_overrides(cfg, {"loss.reconstruction": "l1"})
+  wired = stages.build_stage(l1_cfg, "dd", global_batch_size=2)
+  batch = _batch(1)
+  total, terms = wired.main.objective(batch)
+  restored = wired.nets["restorer"](batch["corrupted"] * 2 - 1, training=True).numpy()
+  target = batch["clean"].numpy() * 2 - 1
+  assert float(total) == float(terms["l1"]) == pytest.approx(
+      np.mean(np.abs(restored - target)), rel=1e-5)
+  assert float(terms["mse"]) == pytest.approx(np.mean((restored - target) ** 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer,decay", [("rmsprop", "constant"), ("adam", "cosine")])
+def test_new_optimizer_follows_the_config_and_the_critic_keeps_rmsprop(cfg, optimizer, decay):
+  c = config_lib.with_overrides(cfg, {"train.optimizer": optimizer, "train.lr_decay": decay,
+                                      "train.joint_lr": 1e-3, "train.joint_steps": 10})
+  main, critic = (stages.new_optimizer(c, "joint", u) for u in ("main", "critic"))
+  assert isinstance(critic, keras.optimizers.RMSprop)
+  assert float(critic.learning_rate) == pytest.approx(1e-3)
+  assert isinstance(main, {"rmsprop": keras.optimizers.RMSprop,
+                           "adam": keras.optimizers.Adam}[optimizer])
+  if decay == "cosine":
+    rates = []
+    for step in (0, 5, 10):
+      main.iterations.assign(step)
+      rates.append(float(main.learning_rate))
+    assert rates == pytest.approx([1e-3, 5e-4, 0.0], abs=1e-9)
+  else:
+    assert float(main.learning_rate) == pytest.approx(1e-3)
+
+
+def test_per_stage_batch_sizes(cfg):
+  c = config_lib.with_overrides(cfg, {"train.batch_size": 4, "train.dd_batch_size": 2})
+  assert [c.stage_batch_size(s) for s in config_lib.STAGES] == [4, 4, 2, 4]
+  with pytest.raises(ValueError, match="train.dd_batch_size=0"):
+    config_lib.with_overrides(cfg, {"train.dd_batch_size": 0})
+
+
 def test_critic_and_generator_objectives_by_their_equations(cfg):
   wired = stages.build_stage(cfg, "joint", global_batch_size=2)
   batch = _batch(2)

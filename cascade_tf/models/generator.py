@@ -21,6 +21,13 @@ connections and an input-to-output skip:
   last layer is zero is the identity.
 * With `mask_channel` (beyond the paper) the input has a 4th channel, the
   hole mask (1 in the hole), and the input skip adds the 3 image channels.
+* With `dilations` (beyond the paper) the residual blocks' convolutions are
+  dilated, rates cycled over the blocks, so that the bottleneck sees
+  across a large hole; with `prefill` (needs the mask channel) the hole is
+  first filled by a push-pull interpolation of the known pixels
+  (`layers.PushPullFill`, no weights), which feeds the encoder and the
+  input skip, so the network learns a correction of a smooth fill rather
+  than the hole's content from a constant.
 
 Images are in [-1, 1]; the output is not clipped. The network is fully
 convolutional: any height and width that are multiples of 2**num_levels
@@ -43,15 +50,15 @@ def _level_filters(cfg: GeneratorConfig) -> list[int]:
   return [min(cfg.base_filters * 2**i, cfg.max_filters) for i in range(cfg.num_levels)]
 
 
-def _residual_block(x, filters: int, kernel_size: int, name: str):
+def _residual_block(x, filters: int, kernel_size: int, name: str, dilation: int = 1):
   """conv-BN-ReLU-conv-BN plus identity (Fig. 3); no activation after the sum."""
   shortcut = x
   y = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
-                          name=f"{name}_conv1")(x)
+                          dilation_rate=dilation, name=f"{name}_conv1")(x)
   y = layers.batch_norm(f"{name}_bn1")(y)
   y = keras.layers.ReLU(name=f"{name}_relu")(y)
   y = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
-                          name=f"{name}_conv2")(y)
+                          dilation_rate=dilation, name=f"{name}_conv2")(y)
   y = layers.batch_norm(f"{name}_bn2")(y)
   return keras.layers.Add(name=f"{name}_add")([shortcut, y])
 
@@ -99,11 +106,15 @@ def build_generator(cfg: GeneratorConfig, image_size: int | None = None,
   channels = 4 if cfg.mask_channel else 3
   inputs = keras.Input(shape=(image_size, image_size, channels), name="corrupted")
   image = inputs[..., :3] if cfg.mask_channel else inputs
+  x = inputs
+  if cfg.prefill:
+    mask = inputs[..., 3:]
+    image = layers.PushPullFill(name="prefill")(image, mask)
+    x = keras.layers.Concatenate(name="prefill_concat")([image, mask])
 
   # Encoder. Every stride-2 conv is followed by BN (so it carries no bias)
   # and LeakyReLU, as in Sec. 3.2 ("Batch normalization layer is used after
   # every convolution layer"). `skips[i]` has 1 / 2**(i + 1) of the input size.
-  x = inputs
   skips = []
   for i, width in enumerate(filters):
     x = keras.layers.Conv2D(width, cfg.down_kernel_size, strides=2, padding="same",
@@ -113,7 +124,9 @@ def build_generator(cfg: GeneratorConfig, image_size: int | None = None,
     skips.append(x)
 
   for j in range(cfg.num_res_blocks):
-    x = _residual_block(x, filters[-1], cfg.res_kernel_size, name=f"res{j + 1}")
+    dilation = cfg.dilations[j % len(cfg.dilations)] if cfg.dilations else 1
+    x = _residual_block(x, filters[-1], cfg.res_kernel_size, name=f"res{j + 1}",
+                        dilation=dilation)
 
   # Decoder: transposed conv j brings the features to the size of encoder
   # level L - 2 - j and to its width, then the mirrored skip adds that

@@ -46,9 +46,9 @@ def stage_variables(stage: stages_lib.Stage) -> list:
   return variables
 
 
-def new_optimizer(update: stages_lib.Update, lr: float):
-  """(RMSProp over `update.variables`, its variables' initial values)."""
-  optimizer = keras.optimizers.RMSprop(lr)
+def new_optimizer(cfg, stage: str, update: stages_lib.Update):
+  """(`stages.new_optimizer` built over `update.variables`, its variables' initial values)."""
+  optimizer = stages_lib.new_optimizer(cfg, stage, update.name)
   optimizer.build(update.variables)
   return optimizer, [v.value for v in optimizer.variables]
 
@@ -137,3 +137,7 @@ def check_supported(cfg, stage: str) -> None:
     raise ValueError(f"scripts/train_jax.py trains on the paper's tracks with the centre hole; "
                      f"stage {stage} asks for track {track!r} with data.mask_family="
                      f"{cfg.data.mask_family!r}. Train it with train.py.")
+  if cfg.stage_batch_size(stage) != cfg.train.batch_size:
+    raise ValueError(f"scripts/train_jax.py draws every stage's batches at train.batch_size="
+                     f"{cfg.train.batch_size}; stage {stage} asks for train.{stage}_batch_size="
+                     f"{cfg.stage_batch_size(stage)}. Train it with train.py.")

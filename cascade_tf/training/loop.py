@@ -64,6 +64,7 @@ import tensorflow as tf
 
 from cascade_tf import config as config_lib
 from cascade_tf import metrics
+from cascade_tf import pretrained
 from cascade_tf import ranges
 from cascade_tf import runtime
 from cascade_tf.data import pipeline
@@ -178,24 +179,24 @@ def latest_checkpoint(workdir: str, stage: str) -> str | None:
 
 def build_optimizers(cfg: config_lib.Config, stage: str,
                      nets: dict[str, keras.Model]) -> dict[str, keras.optimizers.Optimizer]:
-  """The RMSProp optimizers of `stage`, built over the variables they update.
+  """The optimizers of `stage` (`stages.new_optimizer`), built over the variables they update.
 
   {"optimizer": ...} updates the generator (`pretrain`, `gan`), the restorer
   (`dd`) or both (`joint`); adversarial stages add {"critic_optimizer": ...}.
   These are the objects a stage's checkpoints hold under those names.
   """
-  lr = cfg.stage_lr(stage)
 
-  def new_optimizer(variables):
-    optimizer = runtime.wrap_optimizer(keras.optimizers.RMSprop(lr), cfg.train.mixed_precision)
+  def new_optimizer(update, variables):
+    optimizer = runtime.wrap_optimizer(stages_lib.new_optimizer(cfg, stage, update),
+                                       cfg.train.mixed_precision)
     optimizer.build(variables)
     return optimizer
 
   spec = stages_lib.SPECS[stage]
   optimizers = {"optimizer": new_optimizer(
-      [v for name in spec.trained for v in nets[name].trainable_variables])}
+      "main", [v for name in spec.trained for v in nets[name].trainable_variables])}
   if spec.adversarial:
-    optimizers["critic_optimizer"] = new_optimizer(nets["critic"].trainable_variables)
+    optimizers["critic_optimizer"] = new_optimizer("critic", nets["critic"].trainable_variables)
   return optimizers
 
 
@@ -366,7 +367,14 @@ def _set_aside(prefixes: list[str], directory: str) -> None:
 
 def _warm_start(spec: stages_lib.StageSpec, nets, workdir: str, init_from: str | None,
                 command_hint: str) -> list[str]:
-  """Restores each network of `spec.warm_start` from its source stage."""
+  """Restores each network of `spec.warm_start` from its source stage.
+
+  With init_from=`pretrained`, every generator and restorer the stage trains
+  starts from the shipped cascade instead (fine-tuning; a critic starts
+  from random weights).
+  """
+  if init_from == pretrained.NAME:
+    return _warm_start_pretrained(spec, nets)
   if init_from == SCRATCH:
     logging.info("Stage %s: --init_from=%s, every network starts from random weights.",
                  spec.name, SCRATCH)
@@ -389,6 +397,27 @@ def _warm_start(spec: stages_lib.StageSpec, nets, workdir: str, init_from: str |
                        f"{e}") from None
     logging.info("Stage %s: %s warm-started from %s", spec.name, network, path)
     restored.append(f"{network}<-{path}")
+  return restored
+
+
+def _warm_start_pretrained(spec: stages_lib.StageSpec, nets) -> list[str]:
+  shipped = pretrained.load()
+  restored = []
+  for name in spec.models:
+    if name not in pretrained.NETWORKS:
+      logging.info("Stage %s: the %s starts from random weights (the pretrained cascade has "
+                   "none).", spec.name, name)
+      continue
+    source = getattr(shipped, name)
+    if [tuple(v.shape) for v in source.weights] != [tuple(v.shape) for v in nets[name].weights]:
+      raise ValueError(
+          f"--init_from={pretrained.NAME}: the shipped {name} (preset "
+          f"{shipped.config.preset!r}, {pretrained.DIRECTORY}) does not fit this config's "
+          f"{name}: train with --preset={shipped.config.preset} and its network settings.")
+    for target, value in zip(nets[name].weights, source.weights):
+      target.assign(value.value)
+    logging.info("Stage %s: %s warm-started from the pretrained cascade", spec.name, name)
+    restored.append(f"{name}<-{pretrained.NAME}")
   return restored
 
 
@@ -417,7 +446,7 @@ def train_stage(cfg: config_lib.Config,
   chief = runtime.is_chief(strategy)
   runtime.set_precision(t.mixed_precision)
   runtime.set_seed(t.seed)
-  global_batch = t.batch_size
+  global_batch = cfg.stage_batch_size(stage)
   if global_batch % strategy.num_replicas_in_sync:
     raise ValueError(f"--batch_size={global_batch} must be a multiple of the "
                      f"{strategy.num_replicas_in_sync} replicas of --strategy={t.strategy}.")

@@ -13,7 +13,7 @@ calls the networks as Keras layers, so that
 
 and the two trainers differ only in how gradients are taken and applied.
 
-    reconstruction_objective   eq. (1) alone: stages `pretrain` (G), `dd` (R)
+    reconstruction_objective   eq. (1) (or L1) alone: stages `pretrain` (G), `dd` (R)
     critic_objective           eq. (5): the critic against G's outputs
     generator_objective        eq. (7): stage `gan` (G) and, with a
                                restorer, stage `joint` (R(G(x)))
@@ -51,15 +51,24 @@ def _mean(per_example, global_batch_size):
   return losses.reduce_per_example(per_example, global_batch_size)
 
 
-def reconstruction_objective(nets, batch, *, global_batch_size: int, composite: bool = False):
-  """Eq. (1) on the final output of the stage's generator and/or restorer.
+def reconstruction_objective(nets, batch, *, global_batch_size: int, composite: bool = False,
+                             loss: str = "mse"):
+  """Eq. (1) (or, with loss="l1", the mean absolute error) on the final output.
 
-  Returns (mse, {"mse"}).
+  The final output is the stage's generator's and/or restorer's. Returns
+  (mse, {"mse"}) for "mse"; (l1, {"l1", "mse"}) for "l1", where the MSE is
+  logged, not optimised.
   """
   inputs, targets = model_inputs(batch)
   outputs = _forward(nets, batch, inputs, composite=composite)
-  mse = _mean(losses.mse_loss(targets, final_output(outputs)), global_batch_size)
-  return mse, {"mse": mse}
+  final = final_output(outputs)
+  mse = _mean(losses.mse_loss(targets, final), global_batch_size)
+  if loss == "mse":
+    return mse, {"mse": mse}
+  if loss != "l1":
+    raise ValueError(f"reconstruction_objective: loss={loss!r}: expected 'mse' or 'l1'.")
+  l1 = _mean(losses.l1_loss(targets, final), global_batch_size)
+  return l1, {"l1": l1, "mse": ops.stop_gradient(mse)}
 
 
 def critic_objective(nets, batch, *, global_batch_size: int, composite: bool = False):

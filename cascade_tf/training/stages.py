@@ -158,7 +158,8 @@ def build_stage(cfg: config_lib.Config, stage: str, *, global_batch_size: int,
   nets = {name: nets[name] for name in spec.models}
   common = {"global_batch_size": global_batch_size, "composite": cfg.generator.composite}
   if spec.objective == "reconstruction":
-    main_objective = functools.partial(objectives.reconstruction_objective, nets, **common)
+    main_objective = functools.partial(objectives.reconstruction_objective, nets,
+                                       loss=cfg.loss.reconstruction, **common)
   else:
     main_objective = functools.partial(objectives.generator_objective, nets, loss_cfg=cfg.loss,
                                        vgg=vgg, **common)
@@ -170,6 +171,26 @@ def build_stage(cfg: config_lib.Config, stage: str, *, global_batch_size: int,
   updates.append(Update("main", main_objective, tuple(nets[name] for name in spec.trained),
                         "optimizer"))
   return Stage(spec, nets, tuple(updates), composite=cfg.generator.composite)
+
+
+def new_optimizer(cfg: config_lib.Config, stage: str, update: str) -> keras.optimizers.Optimizer:
+  """The (unbuilt) Keras optimizer of one update of `stage`, for both trainers.
+
+  The critic's update ("critic") uses RMSProp at the stage's learning rate,
+  as WGAN with weight clipping needs. The main update ("main") uses
+  `train.optimizer` (rmsprop, the paper's, or adam) and, with
+  `train.lr_decay=cosine`, a learning rate that decays from the stage's to
+  0 over the stage's steps (counted by the optimizer's own iterations, so a
+  resumed run continues the same schedule).
+  """
+  lr = cfg.stage_lr(stage)
+  if update == "critic" or cfg.train.optimizer == "rmsprop":
+    optimizer_class = keras.optimizers.RMSprop
+  else:
+    optimizer_class = keras.optimizers.Adam
+  if update == "main" and cfg.train.lr_decay == "cosine":
+    lr = keras.optimizers.schedules.CosineDecay(lr, max(1, cfg.stage_steps(stage)))
+  return optimizer_class(learning_rate=lr)
 
 
 def logged_values(main: Mapping[str, float], critic: Mapping[str, float] | None = None) -> dict:
