@@ -1,6 +1,7 @@
 r"""Scores a trained cascade and the classical baselines under PROTOCOL.md.
 
-    python evaluate.py --dataset=samples        # baselines only: no model needed
+    python evaluate.py --dataset=bsd300 --manual_dir=../shared/data/BSDS300  # the shipped model
+    python evaluate.py --dataset=samples --model=none   # baselines only
     python evaluate.py --workdir=runs/cpu --dataset=bsd300 \
         --manual_dir=../shared/data/BSDS300 --output_dir=results/bsd300
     python evaluate.py --model=exports/cascade/1 --dataset=folder --image_dir=photos
@@ -13,7 +14,9 @@ r"""Scores a trained cascade and the classical baselines under PROTOCOL.md.
         --external=lama=lama_outputs    # lama_outputs/<track>/<id>.png
 
 --workdir is the training run to score (or --model an exported SavedModel
-version directory); without either, only the baselines are scored. Prints a
+version directory); without either (or --compare), the shipped cascade
+(`pretrained`, MODEL_CARD.md) is scored beside the baselines; --model=none
+scores the baselines alone. Prints a
 table (PSNR, hole PSNR, SSIM, hole SSIM, seconds per image, images) and writes
 results.json, results.md and figure_<track>.png into --output_dir. See
 docs/results.md and cascade_tf/evaluation/evaluate.py for the JSON's shape.
@@ -27,13 +30,16 @@ import tensorflow as tf
 
 from cascade_tf import cli
 from cascade_tf import config as config_lib
+from cascade_tf import pretrained
 from cascade_tf.evaluation import evaluate as evaluate_lib
 
 _FLAGS_FROM_CONFIG = cli.DATA_FLAGS + ("strategy",)
 cli.define_flags(flags, _FLAGS_FROM_CONFIG)
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared data flags too.
-flags.DEFINE_string("model", None, "An exported SavedModel version directory "
-                    "(export.py's EXPORT_DIR/N) to score as `cascade`, instead of --workdir.")
+flags.DEFINE_string("model", None, "The model scored as `cascade`: an exported SavedModel "
+                    "version directory (export.py's EXPORT_DIR/N), 'pretrained' (the shipped "
+                    "cascade, the default when no --workdir or --compare is given), or 'none' "
+                    "(the baselines alone).")
 flags.DEFINE_string("compare", None, "Score several models side by side: name=WORKDIR_OR_MODEL,"
                     "... (rows `name` and `name_intermediate`), e.g. the paper's Table 2 "
                     "ablations.")
@@ -65,6 +71,15 @@ flags.DEFINE_string("external", None, "Score another tool's outputs DIR/<track>/
 FLAGS = flags.FLAGS
 
 
+def _model_flag() -> str | None:
+  """--model, defaulting to the shipped cascade when nothing else names a model."""
+  if FLAGS.model == "none":
+    return None
+  if FLAGS.model is None and not FLAGS.workdir and not FLAGS.compare:
+    return pretrained.NAME if pretrained.available() else None
+  return FLAGS.model
+
+
 def main(argv):
   if len(argv) > 1:
     print(f"evaluate.py: error: unexpected arguments {argv[1:]}", file=sys.stderr)
@@ -75,7 +90,7 @@ def main(argv):
     cfg = cli.config_from_flags(FLAGS, _FLAGS_FROM_CONFIG)
     options = evaluate_lib.EvalOptions(
         tracks=evaluate_lib.parse_tracks(FLAGS.tracks),
-        models=evaluate_lib.model_specs(FLAGS.workdir, FLAGS.model, FLAGS.compare),
+        models=evaluate_lib.model_specs(FLAGS.workdir, _model_flag(), FLAGS.compare),
         baselines=evaluate_lib.parse_list(FLAGS.baselines, "--baselines"),
         max_images=FLAGS.max_images, batch_size=FLAGS.batch_size,
         strategy=cfg.train.strategy, tune_baselines=FLAGS.tune_baselines,

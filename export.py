@@ -1,5 +1,6 @@
 """Exports a trained cascade as a SavedModel that TF Serving loads.
 
+    python export.py --export_dir=exports/cascade   # the shipped (pretrained) cascade
     python export.py --workdir=runs/cpu --export_dir=exports/cascade
     python export.py --workdir=runs/cpu --export_dir=exports/cascade --version=7
     python export.py --workdir=runs/cpu --export_dir=exports/cascade --max_pixels=4000000
@@ -16,9 +17,11 @@ import sys
 from absl import app
 from absl import flags
 
+from cascade_tf import pretrained
 from cascade_tf import serving
 
-flags.DEFINE_string("workdir", None, "Training workdir whose most trained weights are exported.")
+flags.DEFINE_string("workdir", None, "Training workdir whose most trained weights are exported, "
+                    "or 'pretrained' (the default): the cascade that ships (MODEL_CARD.md).")
 flags.DEFINE_string("export_dir", "exports/cascade",
                     "The model's base folder (TF Serving's --model_base_path); versions are "
                     "written as numbered subfolders.")
@@ -34,10 +37,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required (the training run to export).")
+  workdir = FLAGS.workdir or pretrained.NAME
   try:
-    path = serving.export_savedmodel(FLAGS.workdir, FLAGS.export_dir, FLAGS.version,
+    path = serving.export_savedmodel(workdir, FLAGS.export_dir, FLAGS.version,
                                      max_pixels=FLAGS.max_pixels)
   except ValueError as e:
     print(f"export.py: error: {e}", file=sys.stderr)

@@ -1,5 +1,7 @@
 """Repairs photos with a trained cascade: single images or whole folders.
 
+    python restore.py --demo --output_dir=demo    # damages sample photos, repairs them
+    python restore.py photo.jpg --mask=scratches.png --output_dir=out   # the shipped model
     python restore.py photo.jpg holiday/ --model=exports/cascade --output_dir=restored
     python restore.py scan.png --workdir=runs/cpu --hole=centre --output_dir=out
     python restore.py damaged.jpg --model=exports/cascade/3 --mask=scratches.png \
@@ -21,15 +23,20 @@ OUTPUT_DIR/<name>.png. Unreadable files, and files over --max_pixels (default
 exit status is 0 when at least one image was written. See docs/serving.md.
 """
 
+import os
 import sys
 
 from absl import app
 from absl import flags
 
+from cascade_tf import demo
+from cascade_tf import pretrained
 from cascade_tf import restoring
 
-flags.DEFINE_string("model", None, "A SavedModel version folder (export.py's EXPORT_DIR/N), or "
-                    "EXPORT_DIR itself (its largest version).")
+flags.DEFINE_string("model", None, "A SavedModel version folder (export.py's EXPORT_DIR/N), "
+                    "EXPORT_DIR itself (its largest version), or 'pretrained' (the cascade that "
+                    "ships, MODEL_CARD.md; the default when neither --model nor --workdir is "
+                    "given).")
 flags.DEFINE_string("workdir", None, "A training workdir, used instead of --model.")
 flags.DEFINE_string("output_dir", None, "Where the restored PNGs are written.")
 flags.DEFINE_enum("hole", "none", list(restoring.HOLES),
@@ -58,15 +65,38 @@ flags.DEFINE_integer("max_pixels", restoring.DEFAULT_MAX_PIXELS,
                      "before decoding them; 0: up to Pillow's own limit (179 MP).")
 flags.DEFINE_bool("save_intermediate", False, "Also write the generator's output as "
                   "<name>_inpainted.png.")
+flags.DEFINE_bool("demo", False, "Instead of repairing files: damage the photos that ship "
+                  "inside scikit-image (free-form holes, blur, noise; seeded), repair them, and "
+                  "write OUTPUT_DIR/demo.png (input, Telea + TV, the cascade, ground truth, each "
+                  "with its PSNR); the PSNRs are printed.")
+flags.DEFINE_integer("demo_seed", 0, "Seed of the --demo damage.")
+flags.DEFINE_list("demo_images", list(demo.DEMO_IMAGES), "scikit-image photos --demo uses.")
 FLAGS = flags.FLAGS
+
+
+def _demo(model: str) -> None:
+  try:
+    rows = demo.run_demo(model, FLAGS.output_dir, names=FLAGS.demo_images, seed=FLAGS.demo_seed)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"restore.py: error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(f"PSNR (dB) against the undamaged photos, model {model}:")
+  print(demo.format_table(rows), end="")
+  print(f"Wrote {os.path.join(FLAGS.output_dir, demo.FIGURE)}")
 
 
 def main(argv):
   inputs = argv[1:]
-  if bool(FLAGS.model) == bool(FLAGS.workdir):
-    raise app.UsageError("Pass exactly one of --model (a SavedModel) or --workdir.")
+  if FLAGS.model and FLAGS.workdir:
+    raise app.UsageError("Pass one of --model (a SavedModel or 'pretrained') or --workdir.")
+  model = FLAGS.model or FLAGS.workdir or pretrained.NAME
   if not FLAGS.output_dir:
     raise app.UsageError("--output_dir is required.")
+  if FLAGS.demo:
+    if inputs:
+      raise app.UsageError(f"--demo repairs bundled photos: drop the inputs {inputs}.")
+    _demo(model)
+    return
   if not inputs:
     raise app.UsageError("Pass image files or folders to repair, e.g. restore.py photo.jpg.")
   options = restoring.RestoreOptions(
@@ -76,7 +106,7 @@ def main(argv):
       resize_short_side=FLAGS.resize, save_intermediate=FLAGS.save_intermediate,
       max_pixels=FLAGS.max_pixels)
   try:
-    report = restoring.restore_paths(FLAGS.model or FLAGS.workdir, inputs, FLAGS.output_dir,
+    report = restoring.restore_paths(model, inputs, FLAGS.output_dir,
                                    options)
   except ValueError as e:
     print(f"restore.py: error: {e}", file=sys.stderr)

@@ -1,5 +1,7 @@
 """Loading a trained cascade for inference, from a workdir or a SavedModel.
 
+`load_cascade(source)` loads the shipped cascade for `pretrained`
+(`cascade_tf.pretrained`, checksums verified) and otherwise a workdir:
 `load_workdir_cascade(workdir)` rebuilds the networks from the workdir's
 config.json and restores the most complete weights it has: the `joint`
 stage when it exists, otherwise the generator of `gan` (or `pretrain`)
@@ -22,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from cascade_tf import config as config_lib
+from cascade_tf import pretrained
 from cascade_tf import ranges
 from cascade_tf.models import cascade as cascade_lib
 from cascade_tf.models import fold
@@ -113,10 +116,35 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
           f"--workdir={workdir}")
     weights_from[name] = path
   logging.info("Loaded cascade from %s: %s", workdir, weights_from)
+  return _assemble(cfg, generator, restorer, weights_from, fold_batch_norm)
+
+
+def _assemble(cfg, generator, restorer, weights_from, fold_batch_norm: bool) -> LoadedCascade:
   if fold_batch_norm:
     generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
   model = cascade_lib.build_cascade(generator, restorer, composite=cfg.generator.composite)
   return LoadedCascade(cfg, model, generator, restorer, weights_from)
+
+
+def is_pretrained(source: str | None) -> bool:
+  """Whether `source` names the shipped cascade (`pretrained`)."""
+  return source == pretrained.NAME
+
+
+def load_pretrained_cascade(*, fold_batch_norm: bool = True) -> LoadedCascade:
+  """The shipped cascade (cascade_tf/pretrained), its checksums verified first."""
+  shipped = pretrained.load()
+  where = f"{pretrained.NAME} ({shipped.directory})"
+  logging.info("Loaded the pretrained cascade from %s", shipped.directory)
+  return _assemble(shipped.config, shipped.generator, shipped.restorer,
+                   {"generator": where, "restorer": where}, fold_batch_norm)
+
+
+def load_cascade(source: str, **kwargs) -> LoadedCascade:
+  """`load_pretrained_cascade` for `pretrained`, else `load_workdir_cascade(source, ...)`."""
+  if is_pretrained(source):
+    return load_pretrained_cascade(fold_batch_norm=kwargs.get("fold_batch_norm", True))
+  return load_workdir_cascade(source, **kwargs)
 
 
 def write_workdir(workdir: str, cfg: config_lib.Config, generator: keras.Model,
@@ -149,13 +177,13 @@ def read_provenance(savedmodel_dir: str) -> dict | None:
 
 
 def resolve_model(path: str) -> str:
-  """A SavedModel version folder, or a workdir, from what the user passed.
+  """A SavedModel version folder, a workdir or `pretrained`, from what the user passed.
 
   `path` may be a version folder (holds saved_model.pb), an export base
-  folder (its largest version is used) or a training workdir (holds
-  config.json). ValueError naming `--model` otherwise.
+  folder (its largest version is used), a training workdir (holds
+  config.json) or `pretrained`. ValueError naming `--model` otherwise.
   """
-  if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+  if is_pretrained(path) or tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
     return path
   if tf.io.gfile.exists(os.path.join(path, "config.json")):
     return path
@@ -164,8 +192,8 @@ def resolve_model(path: str) -> str:
   if versions:
     return os.path.join(path, str(versions[-1]))
   raise ValueError(f"--model={path}: expected a SavedModel version folder (with saved_model.pb), "
-                   "an export folder with numbered versions (python export.py --export_dir=...) "
-                   "or a training workdir (with config.json).")
+                   "an export folder with numbered versions (python export.py --export_dir=...), "
+                   f"a training workdir (with config.json) or {pretrained.NAME!r}.")
 
 
 def savedmodel_config(savedmodel_dir: str) -> config_lib.Config | None:
@@ -179,8 +207,8 @@ def savedmodel_config(savedmodel_dir: str) -> config_lib.Config | None:
 class Repairer:
   """One call, [0, 1] images (and optionally hole masks) in, {"inpainted", "restored"} out.
 
-  `source` is a training workdir or an exported SavedModel version
-  directory (export.py's `<export_dir>/<N>`). Inputs are float32 [B, H, W,
+  `source` is a training workdir, `pretrained` (the shipped cascade) or
+  an exported SavedModel version directory (export.py's `<export_dir>/<N>`). Inputs are float32 [B, H, W,
   3]; H and W must be multiples of 32 for a workdir model (the SavedModel
   pads internally). Masks are float32 [B, H, W, 1], 1 in the hole (whose
   pixels the caller has filled); without them no pixel is a hole. A
@@ -198,7 +226,7 @@ class Repairer:
       self.kind = "savedmodel"
       self.config = savedmodel_config(source)
     else:
-      loaded = load_workdir_cascade(source)
+      loaded = load_cascade(source)
       self._model = loaded.model
       self.config = loaded.config
       self.kind = "workdir"

@@ -160,6 +160,62 @@ def fill_large_holes(image: np.ndarray, hole: np.ndarray, repair, *, tile_size: 
   return image, remaining, filled
 
 
+@dataclasses.dataclass(frozen=True)
+class TileGeometry:
+  """How a photo is cut for a model: tiles, overlap, size multiple, hole fill and reach."""
+
+  tile_size: int  # px; 0: the whole photo in one pass.
+  overlap: int  # px between neighbouring tiles.
+  multiple: int  # What the model's input sizes must be a multiple of.
+  fill: float  # The grey holes are filled with before the model sees them.
+  reach: int  # The training image size: holes up to reach / 2 are filled by the tiles.
+  batch_size: int = 8  # Tiles per model call.
+
+  @classmethod
+  def for_model(cls, cfg, tile_size: int | None = None, overlap: int | None = None,
+                batch_size: int = 8, model: object = None) -> "TileGeometry":
+    """The geometry for a model with training config `cfg` (None: a foreign SavedModel)."""
+    if tile_size is None:
+      if cfg is None:
+        raise ValueError(f"--model={model} records no training image size: pass --tile_size.")
+      tile_size = cfg.data.image_size
+    overlap = tile_size // 4 if overlap is None else overlap
+    multiple = cfg.size_multiple() if cfg else 32
+    tiling.check_tiling(tile_size, overlap, multiple)
+    # The model learned to fill holes of half its training size; larger ones are
+    # filled at a reduced scale first (`fill_large_holes`).
+    reach = cfg.data.image_size if cfg else (tile_size or 128)
+    return cls(tile_size, overlap, multiple, cfg.data.hole_fill if cfg else 0.5, reach,
+               batch_size)
+
+  def repair(self, image: np.ndarray, hole: np.ndarray | None, run, outputs=("restored",), *,
+             progress=None, on_large=None, dtype=np.uint8) -> dict[str, np.ndarray]:
+    """One photo through the model: large holes first (`fill_large_holes`), then tiles.
+
+    Args:
+      image: [H, W, 3] uint8 or float32 in [0, 1] (holes may hold anything).
+      hole: bool [H, W] or None.
+      run: (images [n, h, w, 3], masks [n, h, w, 1]) -> {output: array} in [0, 1].
+      outputs: the model outputs to assemble.
+      progress: called by `tiling.apply_tiled` per row of tiles.
+      on_large: called with the number of large holes filled first, if any.
+      dtype: of the returned images (uint8, or float32 in [0, 1]).
+
+    Returns:
+      {output: [H, W, 3] of `dtype`}.
+    """
+    tile_hole = hole
+    if hole is not None:
+      image, tile_hole, large = fill_large_holes(image, hole, run, tile_size=self.reach,
+                                                 multiple=self.multiple, fill=self.fill)
+      if large and on_large is not None:
+        on_large(large)
+    return tiling.apply_tiled(image, run, tile_size=self.tile_size, overlap=self.overlap,
+                              multiple=self.multiple, batch_size=self.batch_size,
+                              outputs=outputs, progress=progress, hole=tile_hole,
+                              fill=self.fill, dtype=dtype)
+
+
 def find_mask(mask_dir: str, name: str) -> str | None:
   """The mask of the image whose output name is `name` (relative, no extension): the file
   `<mask_dir>/<name>.<ext>` for an image extension, or None."""
@@ -377,19 +433,8 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
     repairer = model
   else:
     repairer = inference.Repairer(inference.resolve_model(model))
-  cfg = repairer.config
-  multiple = 2 ** cfg.generator.num_levels if cfg else 32
-  fill = cfg.data.hole_fill if cfg else 0.5
-  tile_size = options.tile_size
-  if tile_size is None:
-    if cfg is None:
-      raise ValueError(f"--model={model} records no training image size: pass --tile_size.")
-    tile_size = cfg.data.image_size
-  overlap = tile_size // 4 if options.tile_overlap is None else options.tile_overlap
-  # The model learned to fill holes of half its training size; larger ones are
-  # filled at a reduced scale first (`fill_large_holes`).
-  reach = cfg.data.image_size if cfg else (tile_size or 128)
-  tiling.check_tiling(tile_size, overlap, multiple)
+  geometry = TileGeometry.for_model(repairer.config, options.tile_size, options.tile_overlap,
+                                    options.batch_size, model)
   mask = read_mask(options.mask_path, options.max_pixels or None) if options.mask_path else None
   if options.mode == "inpaint":
     outputs = ("inpainted",)
@@ -420,19 +465,13 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
       skip(path, name, str(e))
       continue
     try:
-      tile_hole = hole
       original = image.copy() if options.mode == "inpaint" else None
-      if hole is not None:
-        image, tile_hole, large = fill_large_holes(image, hole, run, tile_size=reach,
-                                                   multiple=multiple, fill=fill)
-        if large:
-          progress.message(f"{name}: filled {large} hole(s) larger than the model's "
-                           f"{reach // 2}-px reach at a reduced scale")
-      result = tiling.apply_tiled(image, run, tile_size=tile_size, overlap=overlap,
-                                  multiple=multiple, batch_size=options.batch_size,
-                                  outputs=outputs,
-                                  progress=functools.partial(progress.tiles, name),
-                                  hole=tile_hole, fill=fill, dtype=np.uint8)
+      result = geometry.repair(
+          image, hole, run, outputs,
+          progress=functools.partial(progress.tiles, name),
+          on_large=lambda large, name=name: progress.message(
+              f"{name}: filled {large} hole(s) larger than the model's "
+              f"{geometry.reach // 2}-px reach at a reduced scale"))
     except tf.errors.InvalidArgumentError as e:
       # A SavedModel refuses what its checks do not accept (e.g. over its
       # --max_pixels with --tile_size=0): this image is skipped, not the run.

@@ -154,7 +154,7 @@ class CascadeModule:
         tf.debugging.Assert(
             tf.minimum(height, width) >= self.multiple,
             [f"{input_name}: expected height and width of at least {self.multiple} px "
-             "(2 ** generator.num_levels); got [batch, height, width, channels] =", shape],
+             "(the networks' size multiple); got [batch, height, width, channels] =", shape],
             summarize=4),
         tf.debugging.Assert(
             largest <= 1.0 + _RANGE_TOLERANCE,
@@ -309,8 +309,9 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
   """Exports the cascade of `workdir` as `<export_dir>/<version>/`.
 
   Args:
-    workdir: a training workdir; the networks get its most trained weights
-      (`inference.load_workdir_cascade`).
+    workdir: a training workdir, whose most trained weights the networks
+      get (`inference.load_workdir_cascade`), or `pretrained`, the shipped
+      cascade.
     export_dir: the model's base folder, e.g. exports/cascade (what TF
       Serving's --model_base_path points at).
     version: version number >= 1; default: one more than the largest
@@ -342,11 +343,11 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
         f"--version={version}: {final_path} already exists and versions are never "
         f"overwritten. Omit --version to write version {next_version}, or delete that "
         "folder yourself.")
-  loaded = inference.load_workdir_cascade(workdir)
+  loaded = inference.load_cascade(workdir)
   tf.io.gfile.makedirs(export_dir)
   # A hidden, non-numeric name: TF Serving ignores it while it is written.
   temp_path = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
-  multiple = 2 ** loaded.config.generator.num_levels
+  multiple = loaded.config.size_multiple()
   module = CascadeModule(loaded.model, multiple, max_pixels, loaded.config.data.hole_fill)
   # Keras' export archive, not tf.saved_model.save of a tf.Module: the
   # archive lists the variables the functions use where the MetaGraph's
@@ -370,7 +371,7 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
         "format": "cascade_tf SavedModel",
         "version": version,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "workdir": os.path.abspath(workdir),
+        "workdir": workdir if inference.is_pretrained(workdir) else os.path.abspath(workdir),
         "weights_from": loaded.weights_from,
         "size_multiple_px": multiple,
         "max_pixels": max_pixels,

@@ -385,7 +385,8 @@ def folder_source(root: str | None, split: str, *, test_fraction: float = 0.0,
 
 
 @functools.lru_cache(maxsize=1)
-def _sample_arrays() -> tuple[tuple[str, np.ndarray], ...]:
+def sample_arrays() -> tuple[tuple[str, np.ndarray], ...]:
+  """((name, uint8 [H, W, 3]), ...) of SAMPLE_IMAGES, read once."""
   samples = []
   for name in SAMPLE_IMAGES:
     image = getattr(skimage_data, name)()
@@ -398,7 +399,7 @@ def _sample_arrays() -> tuple[tuple[str, np.ndarray], ...]:
 def samples_source(split: str) -> ImageSource:
   """The scikit-image sample photographs; `train` and `test` are the same."""
   datasets = [tf.data.Dataset.from_tensors({"image": tf.constant(image), "id": tf.constant(name)})
-              for name, image in _sample_arrays()]
+              for name, image in sample_arrays()]
   dataset = functools.reduce(lambda a, b: a.concatenate(b), datasets)
   return ImageSource(name="samples", split=split, dataset=dataset,
                      num_images=len(SAMPLE_IMAGES), cacheable=True, skipped=SkipCounter())

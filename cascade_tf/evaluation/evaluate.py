@@ -55,6 +55,7 @@ import tensorflow as tf
 from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import metrics
+from cascade_tf import pretrained
 from cascade_tf import ranges
 from cascade_tf import serving as serving_lib
 from cascade_tf.data import pipeline
@@ -368,6 +369,11 @@ def _is_saved_model(path: str) -> bool:
 
 def _check_model_path(spec: ModelSpec) -> None:
   """Raises ValueError naming the flag unless `spec.path` holds a model."""
+  if inference.is_pretrained(spec.path):
+    if not pretrained.available():
+      raise ValueError(f"{spec.flag}={spec.path}: no pretrained cascade ships in "
+                       f"{pretrained.DIRECTORY} (no {pretrained.SUMS_FILE}).")
+    return
   if not tf.io.gfile.isdir(spec.path):
     raise ValueError(f"{spec.flag}={spec.path} does not exist.")
   if _is_saved_model(spec.path):
@@ -399,7 +405,7 @@ class _ModelRunner:
     self.intermediate_row = spec.name + INTERMEDIATE_SUFFIX
     self.info: dict[str, Any] = {"kind": "model", "path": spec.path}
     _check_model_path(spec)
-    if _is_saved_model(spec.path):
+    if not inference.is_pretrained(spec.path) and _is_saved_model(spec.path):
       self._init_saved_model()
     else:
       self._init_workdir()
@@ -444,10 +450,11 @@ class _ModelRunner:
 
   def _init_workdir(self):
     with self.strategy.scope():
-      loaded = inference.load_workdir_cascade(self.spec.path, allow_random_restorer=True)
+      loaded = inference.load_cascade(self.spec.path, allow_random_restorer=True)
     self.config = loaded.config
     self.has_restorer = loaded.weights_from.get("restorer") != "random"
-    self.info.update(format="workdir", weights_from=dict(loaded.weights_from),
+    self.info.update(format=("pretrained" if inference.is_pretrained(self.spec.path)
+                             else "workdir"), weights_from=dict(loaded.weights_from),
                      preset=loaded.config.preset,
                      image_size=loaded.config.data.image_size,
                      hole_size=loaded.config.data.hole_size)

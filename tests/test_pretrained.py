@@ -1,0 +1,157 @@
+"""The shipped cascade: its checksums, `ship`/`load`, and the three CLIs' default model."""
+
+import json
+import os
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cascade_tf import inference
+from cascade_tf import pretrained
+from cascade_tf import weights_io
+from cascade_tf.models import cascade
+from tests import workdirs
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE_LIMIT = 25 * 10**6  # Bytes of weights the repository may carry (the issue's 25 MB).
+
+
+@pytest.fixture(scope="module")
+def shipped_copy(tmp_path_factory):
+  """A tiny random cascade shipped into a temporary folder."""
+  workdir = workdirs.make_random_workdir(tmp_path_factory.mktemp("workdir"))
+  directory = tmp_path_factory.mktemp("shipped")
+  sums = pretrained.ship(workdir, str(directory))
+  return workdir, directory, sums
+
+
+def test_ship_writes_float16_weights_that_load_back(shipped_copy):
+  workdir, directory, sums = shipped_copy
+  assert set(sums) >= {"config.json", "generator.json", "restorer.json"}
+  assert all(name in sums for name in os.listdir(directory) if name.endswith(".npz"))
+  assert not [n for n in os.listdir(directory) if n.startswith(".ship-")]  # Staging removed.
+  assert weights_io.read_manifest(str(directory), "generator")["store_dtype"] == "float16"
+  shipped = pretrained.load(str(directory))
+  original = inference.load_workdir_cascade(workdir, fold_batch_norm=False)
+  for name in pretrained.NETWORKS:
+    for saved, trained in zip(getattr(shipped, name).weights, getattr(original, name).weights):
+      np.testing.assert_allclose(saved.numpy(), trained.numpy(), rtol=1e-3, atol=1e-4)
+  assert shipped.config == original.config
+
+
+def test_a_flipped_byte_fails_naming_the_file_and_both_hashes(shipped_copy, tmp_path):
+  _, directory, sums = shipped_copy
+  copy = tmp_path / "copy"
+  shutil.copytree(directory, copy)
+  shard = sorted(name for name in sums if name.startswith("restorer-"))[0]
+  data = bytearray((copy / shard).read_bytes())
+  data[len(data) // 2] ^= 0x01
+  (copy / shard).write_bytes(bytes(data))
+  with pytest.raises(ValueError) as error:
+    pretrained.load(str(copy))
+  message = str(error.value)
+  assert str(copy / shard) in message and sums[shard] in message
+  assert pretrained.sha256(str(copy / shard)) in message
+
+
+def test_a_missing_or_incomplete_manifest_is_an_error(shipped_copy, tmp_path):
+  _, directory, _ = shipped_copy
+  copy = tmp_path / "copy"
+  shutil.copytree(directory, copy)
+  lines = (copy / pretrained.SUMS_FILE).read_text().splitlines()
+  (copy / pretrained.SUMS_FILE).write_text(
+      "\n".join(line for line in lines if not line.endswith("generator.json")) + "\n")
+  with pytest.raises(ValueError, match="does not list generator.json"):
+    pretrained.verify(str(copy))
+  (copy / pretrained.SUMS_FILE).unlink()
+  assert not pretrained.available(str(copy))
+  with pytest.raises(FileNotFoundError, match="SHA256SUMS is missing"):
+    pretrained.load(str(copy))
+
+
+def test_the_shipped_cascade_verifies_and_fits_the_size_limit():
+  sums = pretrained.verify()
+  weights = sum(os.path.getsize(os.path.join(pretrained.DIRECTORY, n)) for n in sums)
+  assert weights <= SIZE_LIMIT
+  cfg = pretrained.load_config()
+  assert cfg.preset == "photo" and cfg.generator.mask_channel and cfg.generator.composite
+  assert (Path(pretrained.DIRECTORY) / "MODEL_CARD.md").exists()
+
+
+def _start(args, cwd, log):
+  return subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+  """restore.py --demo, export.py and evaluate.py, none told which model: started together."""
+  tmp = tmp_path_factory.mktemp("clis")
+  runs = {
+      "demo": ["restore.py", "--demo", "--demo_images=astronaut", f"--output_dir={tmp / 'demo'}"],
+      "export": ["export.py", f"--export_dir={tmp / 'export'}"],
+      "evaluate": ["evaluate.py", "--dataset=samples", "--max_images=1", "--tracks=inpaint_free",
+                   "--baselines=identity,telea", "--notiming", "--figure_images=0",
+                   f"--output_dir={tmp / 'evaluate'}"],
+  }
+  processes = {}
+  for name, args in runs.items():
+    log = open(tmp / f"{name}.log", "w")
+    processes[name] = (_start(args, ROOT, log), log)
+  results = {}
+  for name, (process, log) in processes.items():
+    try:
+      process.wait(timeout=600)
+    finally:
+      process.kill()
+      log.close()
+    results[name] = (process.returncode, (tmp / f"{name}.log").read_text())
+  return tmp, results
+
+
+def test_restore_demo_runs_end_to_end_with_the_shipped_model(cli_runs):
+  tmp, results = cli_runs
+  code, output = results["demo"]
+  assert code == 0, output[-3000:]
+  assert "model pretrained" in output
+  row = next(line for line in output.splitlines() if line.startswith("| astronaut |"))
+  hole, psnr_input, psnr_baseline, psnr_cascade = (float(x) for x in row.split("|")[2:6])
+  assert 5.0 < hole < 45.0
+  assert psnr_cascade > psnr_input  # The shipped model repairs rather than damages.
+  assert (tmp / "demo" / "demo.png").stat().st_size > 10_000
+
+
+def test_export_defaults_to_the_shipped_model_and_matches_keras(cli_runs):
+  tmp, results = cli_runs
+  code, output = results["export"]
+  assert code == 0, output[-3000:]
+  version = tmp / "export" / "1"
+  provenance = inference.read_provenance(str(version))
+  assert provenance["workdir"] == "pretrained"
+  loaded = inference.load_pretrained_cascade()
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0.0, 1.0, (2, 128, 96, 3)).astype(np.float32)
+  masks = np.zeros((2, 128, 96, 1), np.float32)
+  masks[:, 40:70, 20:60] = 1.0
+  images = np.where(masks > 0.5, np.float32(0.5), images)
+  saved = tf.saved_model.load(str(version)).signatures["serving_masked"]
+  served = saved(images=tf.constant(images), masks=tf.constant(masks))
+  keras_out = loaded.model(cascade.cascade_inputs(images * 2.0 - 1.0, masks),
+                           training=False)
+  for name in ("inpainted", "restored"):
+    expected = np.clip((keras_out[name].numpy() + 1.0) / 2.0, 0.0, 1.0)
+    np.testing.assert_allclose(served[name].numpy(), expected, atol=1e-5)
+
+
+def test_evaluate_scores_the_shipped_model_by_default(cli_runs):
+  tmp, results = cli_runs
+  code, output = results["evaluate"]
+  assert code == 0, output[-3000:]
+  data = json.loads((tmp / "evaluate" / "results.json").read_text())
+  text = json.dumps(data)
+  assert '"pretrained"' in text and "cascade" in text
