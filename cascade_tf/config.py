@@ -39,6 +39,11 @@ def validation_track(train_track: str) -> str:
   return {"blind": "joint_free", "blind_restore": "restore"}.get(train_track, train_track)
 
 
+def training_mask_family(mask_family: str, track: str) -> str:
+  """The holes a training track draws: `free` on the *_free tracks, else `data.mask_family`."""
+  return "free" if track.endswith("_free") else mask_family
+
+
 PAPER_STAGE_TRACKS = {"pretrain": "inpaint", "gan": "inpaint", "dd": "restore", "joint": "joint"}
 MASK_FAMILIES = ("centre", "box", "free_form", "mixed", "free")
 SMALL_IMAGE_RULES = ("upscale", "skip")

@@ -9,6 +9,10 @@ TensorFlow happens here, once:
   `corruption_bank.npz` with `blur_kernel` [N, k, k] and `noise_sigma` [N]
   (row i of both from one draw); the trainer applies them with the same
   `cascade_tf.data.appliers` as the tf.data pipeline;
+* hole masks, when the config's training holes are not the centre square
+  (`--mask_family`, or a preset such as `photo`): `--masks` draws of
+  `cascade_tf.data.masks` at the training size, stored as bits
+  (`mask_bits` [M, S, S/8] and `mask_family`); the trainer picks one per image;
 * training images: every readable image of `--image_dirs`, shrunk so that
   its short side is ceil(S / train_crop_min_fraction) px (the largest size
   a training crop is ever taken at before it is resized to S), re-encoded
@@ -41,6 +45,7 @@ from PIL import Image
 import cascade_tf  # noqa: F401  (before TensorFlow)
 from cascade_tf import cli
 from cascade_tf.data import corruptions
+from cascade_tf.data import masks as masks_lib
 from cascade_tf.data import sources
 import tensorflow as tf  # pylint: disable=g-bad-import-order
 
@@ -49,8 +54,10 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Bundle folder to write (must no
 _KERNELS = flags.DEFINE_integer("kernels", 4096, "Corruption draws (blur kernel + noise level) "
                                 "in the bank.")
 _KERNEL_SEED = flags.DEFINE_integer("kernel_seed", 1, "Seed of the bank's draws.")
+_MASKS = flags.DEFINE_integer("masks", 2048, "Hole masks in the bank when the training holes are "
+                              "not the centre square.")
 _QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the packed images.")
-_CONFIG_FLAGS = ("image_size", "hole_size")
+_CONFIG_FLAGS = ("image_size", "hole_size", "mask_family")
 cli.define_flags(flags, _CONFIG_FLAGS)
 
 
@@ -71,6 +78,24 @@ def corruption_bank(data_cfg, count: int, seed: int) -> dict[str, np.ndarray]:
       "blur_kernel": tf.TensorSpec([size, size], tf.float32),
       "noise_sigma": tf.TensorSpec([], tf.float32)})
   return {name: value.numpy().astype(np.float32) for name, value in bank.items()}
+
+
+def mask_bank(data_cfg, count: int, seed: int) -> dict[str, np.ndarray]:
+  """`count` masks of `data_cfg.mask_family` as bits: {"mask_bits" [count, S, S/8], "mask_family"}.
+
+  Mask i uses the stateless seed (seed, i) folded with 1, as the training
+  pipeline folds an image's seed for its mask.
+  """
+  size = data_cfg.image_size
+  if size % 8:
+    raise ValueError(f"--image_size={size}: the mask bank packs 8 pixels per byte; use a "
+                     "multiple of 8.")
+  seeds = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)),
+                    tf.range(count, dtype=tf.int64)], axis=1)
+  seeds = corruptions.fold_in(seeds, 1)
+  drawn = masks_lib.masks(data_cfg.mask_family, seeds, size, size, data_cfg).numpy()
+  return {"mask_bits": np.packbits(drawn[..., 0] > 0.5, axis=-1),
+          "mask_family": np.array(data_cfg.mask_family)}
 
 
 def pack_images(image_dirs, out_dir: str, short_side: int, quality: int) -> dict:
@@ -117,10 +142,13 @@ def main(argv):
   if not counts["images"]:
     raise app.UsageError(f"--image_dirs={','.join(_IMAGE_DIRS.value)}: no readable image.")
   bank = corruption_bank(cfg.data, _KERNELS.value, _KERNEL_SEED.value)
+  if cfg.data.mask_family != "centre":
+    bank.update(mask_bank(cfg.data, _MASKS.value, _KERNEL_SEED.value))
   np.savez(os.path.join(_OUT_DIR.value, "corruption_bank.npz"), **bank)
   info = {"image_dirs": _IMAGE_DIRS.value, "short_side": short_side,
           "jpeg_quality": _QUALITY.value, "kernels": int(bank["blur_kernel"].shape[0]),
-          "kernel_seed": _KERNEL_SEED.value, **counts}
+          "kernel_seed": _KERNEL_SEED.value, "mask_family": cfg.data.mask_family,
+          "masks": int(bank["mask_bits"].shape[0]) if "mask_bits" in bank else 0, **counts}
   with open(os.path.join(_OUT_DIR.value, "bundle.json"), "w") as f:
     json.dump(info, f, indent=1)
   print(json.dumps(info))

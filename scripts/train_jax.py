@@ -14,8 +14,10 @@ evaluate.py, export.py and restore.py. What this script owns is the data
 feed and the loop.
 
 What is the same as train.py: the stages (`pretrain`, `gan`, `dd`,
-`joint`), their corruption tracks, eq. (7)'s MSE and adversarial terms,
-RMSProp (Keras' own, through `stateless_apply`), the WGAN critic updates
+`joint`), their corruption tracks (the config's `train.<stage>_track`,
+`blind` included), their batch sizes, eq. (7)'s MSE and adversarial terms
+(or L1), the optimizers (Keras' own, `stages.new_optimizer`, through
+`stateless_apply`), the WGAN critic updates
 with weight clipping, `n_critic` fresh batches per critic phase, the
 critic's fakes drawn from the generator in training mode, batch-norm
 statistics, and random square crops of 0.6-1x the short side, resized to S
@@ -24,8 +26,9 @@ and flipped. What differs:
 * data comes from a bundle made by `scripts/prepare_jax_run.py` (images
   pre-shrunk to the largest crop scale; blur kernels and noise levels
   drawn there by the package's TensorFlow sampler, a bank of 4,096 draws
-  by default, picked with replacement here; the noise field itself is
-  drawn on the device); crops are resized with PIL's anti-aliased bilinear
+  by default, and, for holes other than the centre square, 2,048 masks,
+  picked with replacement here; the noise field and the `blind` tracks'
+  choices are drawn on the device); crops are resized with PIL's anti-aliased bilinear
   filter instead of tf.image.resize;
 * no perceptual term (VGG16 is not available there): `--lambda_per` must
   be 0;
@@ -41,6 +44,9 @@ and flipped. What differs:
     KERAS_BACKEND=jax python scripts/train_jax.py --bundle=/tmp/jax_bundle \
         --out_dir=/tmp/jax_run --preset=paper --lambda_per=0 \
         --stages=pretrain,gan --stage_seconds=pretrain=300,gan=200
+    # The shipped model's preset (make the bundle with --preset=photo: its masks):
+    KERAS_BACKEND=jax python scripts/train_jax.py --bundle=/tmp/photo_bundle \
+        --out_dir=/tmp/photo_run --preset=photo --lambda_per=0 --stages=pretrain,dd
 
 It writes `<out_dir>/<network>.json` + shards for every network it trained
 or warm-started, and `<out_dir>/run.json` (config, stages, steps, seconds,
@@ -78,7 +84,7 @@ from cascade_tf.training import stages as stages_lib
 
 STAGES = stages_lib.STAGES
 BANK_FILE = "corruption_bank.npz"
-CONFIG_FLAGS = ("image_size", "hole_size", "steps", "batch_size", "lr", "lambda_mse",
+CONFIG_FLAGS = ("image_size", "hole_size", "mask_family", "steps", "batch_size", "lr", "lambda_mse",
                 "lambda_per", "lambda_adv", "n_critic", "clip", "seed")
 
 _BUNDLE = flags.DEFINE_string("bundle", None, "Folder written by scripts/prepare_jax_run.py.")
@@ -162,25 +168,44 @@ class CropSampler:
         except queue.Full:
           continue
 
+  def set_batch_size(self, batch_size: int) -> None:
+    """Later batches have `batch_size` crops (batches already queued are dropped)."""
+    self.batch_size = batch_size
+
   def next(self) -> np.ndarray:
-    return self.queue.get()
+    while True:
+      batch = self.queue.get()
+      if batch.shape[0] == self.batch_size:
+        return batch
 
   def close(self):
     self.stopped.set()
     self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def load_bank(bundle: str, data_cfg) -> dict:
-  """The bundle's corruption parameters as device arrays; UsageError if missing or mismatched."""
+def load_bank(bundle: str, data_cfg) -> tuple[dict, str]:
+  """(the bundle's corruption parameters as device arrays, the family of its masks).
+
+  UsageError if the bank is missing or does not fit the config.
+  """
   path = os.path.join(bundle, BANK_FILE)
   if not os.path.exists(path):
     raise app.UsageError(f"--bundle: {path} is missing (scripts/prepare_jax_run.py).")
   with np.load(path) as data:
     bank = {name: jnp.asarray(data[name], jnp.float32) for name in ("blur_kernel", "noise_sigma")}
+    family = "centre"
+    if "mask_bits" in data.files:
+      family = str(data["mask_family"])
+      size = data_cfg.image_size
+      if data["mask_bits"].shape[1:] != (size, size // 8):
+        raise app.UsageError(f"{path}: masks of {data['mask_bits'].shape[1]} px, the config "
+                             f"trains at {size} px: make the bundle with the same --image_size.")
+      masks = np.unpackbits(data["mask_bits"], axis=-1)[..., :size]
+      bank["mask"] = jnp.asarray(masks[..., None], jnp.float32)
   if bank["blur_kernel"].shape[1:] != (data_cfg.blur_kernel_size,) * 2:
     raise app.UsageError(f"{path}: kernels {bank['blur_kernel'].shape[1:]}, the config wants "
                          f"{data_cfg.blur_kernel_size}x{data_cfg.blur_kernel_size}.")
-  return bank
+  return bank, family
 
 
 def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, bank, cfg,
@@ -191,6 +216,8 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
                                  nets={name: models[name] for name in spec.models})
   lr = cfg.stage_lr(stage)
   target = cfg.stage_steps(stage)
+  track = cfg.stage_track(stage)
+  sampler.set_batch_size(cfg.stage_batch_size(stage))
 
   def compiled(update):
     optimizer, optimizer_values = jax_steps.new_optimizer(cfg, stage, update)
@@ -198,7 +225,7 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
 
     @jax.jit
     def step(values, optimizer_values, clean, key, bank):
-      batch = jax_steps.sample_corruptions(clean, key, bank, spec.track, cfg.data)
+      batch = jax_steps.sample_corruptions(clean, key, bank, track, cfg.data)
       return update_fn(values, optimizer_values, batch)
 
     return step, optimizer_values
@@ -247,8 +274,8 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
   jax_steps.write_back(wired, values)
   timed_steps = max(step - 1, 1)
   timed_seconds = max(wall - (compile_seconds or 0.0), 1e-9)
-  images_per_step = cfg.train.batch_size * (1 + (cfg.train.n_critic if critic_step else 0))
-  return {"stage": stage, "track": spec.track, "networks": list(spec.models),
+  images_per_step = cfg.stage_batch_size(stage) * (1 + (cfg.train.n_critic if critic_step else 0))
+  return {"stage": stage, "track": track, "batch_size": cfg.stage_batch_size(stage), "networks": list(spec.models),
           "steps": step, "target_steps": target,
           "lr": lr, "batches": batches, "seconds": round(wall, 1),
           "first_step_seconds": round(compile_seconds or 0.0, 1),
@@ -293,7 +320,7 @@ def main(argv):
     raise app.UsageError(f"--stages: unknown {unknown}; expected some of {STAGES}.")
   seconds = _parse_pairs(_STAGE_SECONDS.value, "stage_seconds", float)
   store_dtype = _parse_pairs(_STORE_DTYPE.value, "store_dtype", str)
-  bank = load_bank(_BUNDLE.value, cfg.data)
+  bank, mask_family = load_bank(_BUNDLE.value, cfg.data)
 
   needed = sorted({n for s in stages for n in stages_lib.SPECS[s].models})
   init = {name: _INIT_DIR.value for name in needed if _INIT_DIR.value and os.path.exists(
@@ -307,7 +334,7 @@ def main(argv):
   keras.utils.set_random_seed(cfg.train.seed)
   for stage in stages:
     try:
-      jax_steps.check_supported(cfg, stage)
+      jax_steps.check_supported(cfg, stage, mask_family)
     except ValueError as error:
       raise app.UsageError(str(error)) from None
   models = stages_lib.build_networks(cfg, needed)

@@ -10,16 +10,19 @@ backend, so the JAX side runs here, in a subprocess:
 named in DIR/stages.json, DIR/<stage>/init (weights_io shards of the
 stage's networks) and DIR/<stage>/batch.npz (corrupted, clean in [0, 1]);
 it applies the stage's critic update (if it has one) and then its main
-update, each once with RMSProp(1e-3), through `training.jax_steps`, and
+update, each once with the config's optimizers (`stages.new_optimizer`),
+through `training.jax_steps`, and
 writes DIR/<stage>/after (shards) and DIR/<stage>/values.json (the logged
 values, `stages.logged_values`).
 
-`corrupt` reads DIR/params.npz (clean, blur_kernel, noise, mask) and writes
-DIR/corrupted.npz: `appliers.corrupt` on every track, and
+`corrupt` reads DIR/params.npz (clean, blur_kernel, noise, mask, box) and
+writes DIR/corrupted.npz: `appliers.corrupt` on every track, and
 `jax_steps.sample_corruptions` from the bank in DIR/bank.npz on the joint
-track (key 0).
+track (key 0) and, with `box` as the bank's only mask, on the blind track
+with every probability 1 and 0.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -51,11 +54,11 @@ def updates(directory):
     for network, model in wired.nets.items():
       weights_io.load_weights(model, os.path.join(stage_dir, "init"), network)
     with np.load(os.path.join(stage_dir, "batch.npz")) as data:
-      batch = {k: jnp.asarray(data[k]) for k in ("corrupted", "clean")}
+      batch = {k: jnp.asarray(data[k]) for k in data.files}
     values = [v.value for v in jax_steps.stage_variables(wired)]
     logged = {}
     for update in wired.updates:  # The critic first.
-      optimizer, optimizer_values = jax_steps.new_optimizer(update, 1e-3)
+      optimizer, optimizer_values = jax_steps.new_optimizer(cfg, name, update)
       fn = jax.jit(jax_steps.make_update(wired, update, optimizer))
       values, _, logged[update.name] = fn(values, optimizer_values, batch)
     jax_steps.write_back(wired, values)
@@ -78,6 +81,16 @@ def corrupt(directory):
   sampled = jax_steps.sample_corruptions(params["clean"], jax.random.key(0), bank, "joint", cfg)
   out["sampled"] = np.asarray(sampled["corrupted"])
   out["sampled_mask"] = np.asarray(sampled["mask"])
+  # The blind track from a bank with one (box) mask: everything applied where the
+  # probabilities are 1, nothing where they are 0.
+  bank["mask"] = params["box"]
+  for name, prob in (("blind_all", 1.0), ("blind_none", 0.0)):
+    blind_cfg = dataclasses.replace(cfg, blind_hole_prob=prob, blind_blur_prob=prob,
+                                    blind_noise_prob=prob)
+    sampled = jax_steps.sample_corruptions(params["clean"], jax.random.key(1), bank, "blind",
+                                           blind_cfg)
+    out[name] = np.asarray(sampled["corrupted"])
+    out[name + "_mask"] = np.asarray(sampled["mask"])
   np.savez(os.path.join(directory, "corrupted.npz"), **out)
 
 

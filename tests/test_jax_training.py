@@ -20,6 +20,7 @@ from cascade_tf import inference
 from cascade_tf import weights_io
 from cascade_tf.data import appliers
 from cascade_tf.data import corruptions
+from cascade_tf.data import masks as masks_lib
 from cascade_tf.training import imported
 from cascade_tf.training import loop
 from cascade_tf.training import stages as stages_lib
@@ -136,7 +137,10 @@ def test_jax_corruptions_match_tensorflow(tmp_path):
   noise = np.stack([p["noise"].numpy() for p in params])
   assert noise.std() > 0.01  # Noise on.
   mask = appliers.hole_mask(32, 32, cfg.hole_size)[None].numpy()
-  np.savez(tmp_path / "params.npz", clean=clean, blur_kernel=kernels, noise=noise, mask=mask)
+  box = np.zeros((1, 32, 32, 1), np.float32)
+  box[:, 4:12, 20:30] = 1.0
+  np.savez(tmp_path / "params.npz", clean=clean, blur_kernel=kernels, noise=noise, mask=mask,
+           box=box)
   delta = corruptions.delta_kernel(cfg.blur_kernel_size).numpy()[None]
   np.savez(tmp_path / "bank.npz", blur_kernel=delta, noise_sigma=np.array([0.05], np.float32))
   proc = _run([ROOT / "tests" / "jax_worker.py", "corrupt", tmp_path])
@@ -155,19 +159,36 @@ def test_jax_corruptions_match_tensorflow(tmp_path):
   assert abs(residual.mean()) < 0.005 and residual.std() == pytest.approx(0.05, rel=0.05)
   # The batch carries its mask, as the tf.data pipeline's does (mask-aware models use it).
   np.testing.assert_array_equal(jax_out["sampled_mask"], np.broadcast_to(mask, (2, 32, 32, 1)))
+  # The blind track: with every probability 1 the bank's box, the blur (a delta) and the
+  # noise; with every probability 0 the clean images and no mask.
+  boxed = box[0, :, :, 0] > 0
+  np.testing.assert_array_equal(jax_out["blind_all_mask"], np.broadcast_to(box, (2, 32, 32, 1)))
+  np.testing.assert_array_equal(jax_out["blind_all"][:, boxed], cfg.hole_fill)
+  assert (jax_out["blind_all"] - clean)[:, ~boxed].std() == pytest.approx(0.05, rel=0.1)
+  np.testing.assert_array_equal(jax_out["blind_none"], clean)
+  np.testing.assert_array_equal(jax_out["blind_none_mask"], 0.0)
 
 
 def test_jax_trainer_refuses_what_its_corruption_bank_cannot_draw():
   from cascade_tf.training import jax_steps  # pylint: disable=g-import-not-at-top
   for stage in stages_lib.STAGES:
     jax_steps.check_supported(config_lib.tiny(), stage)  # The paper's tracks: fine.
-  with pytest.raises(ValueError, match="track 'blind' with data.mask_family='mixed'"):
-    jax_steps.check_supported(config_lib.blind(), "pretrain")
+    jax_steps.check_supported(config_lib.photo(), stage, "mixed")  # A bank of its masks.
+  jax_steps.check_supported(config_lib.photo(), "dd")  # blind_restore: no hole, no masks.
+  with pytest.raises(ValueError, match="track 'blind' with 'mixed' holes, but the bundle's "
+                     "corruption bank has 'centre' holes"):
+    jax_steps.check_supported(config_lib.photo(), "pretrain")
 
 
 def test_jax_updates_match_tensorflow_updates(tmp_path):
-  """Every stage's updates, from the same weights and noisy batch, on both backends."""
-  cfg = config_lib.with_overrides(_tiny(), {"train.batch_size": 4})
+  """Every stage's updates, from the same weights and noisy batch, on both backends, with
+  the options of the shipped model (mask channel, prefill, composite, dilations, U-Net
+  restorer, L1, Adam with cosine decay; the critic's RMSProp and clipping as the paper's)."""
+  cfg = config_lib.with_overrides(_tiny(), {
+      "train.batch_size": 4, "train.lr": 1e-3, "train.optimizer": "adam",
+      "train.lr_decay": "cosine", "loss.reconstruction": "l1", "generator.mask_channel": True,
+      "generator.prefill": True, "generator.composite": True, "generator.dilations": "1,2",
+      "restorer.arch": "unet", "restorer.unet_filters": "4,8", "restorer.unet_blocks": 1})
   (tmp_path / "config.json").write_text(config_lib.to_json(cfg))
   (tmp_path / "stages.json").write_text(json.dumps(list(stages_lib.STAGES)))
   strategy = tf.distribute.get_strategy()
@@ -181,8 +202,9 @@ def test_jax_updates_match_tensorflow_updates(tmp_path):
     clean = rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32")
     seeds = np.stack([np.full(4, 7), np.arange(4)], axis=1)
     corrupted = corruptions.corrupt_batch(clean, seeds, stages_lib.SPECS[stage].track,
-                                          cfg.data)["corrupted"].numpy()
-    batches[stage] = {"corrupted": corrupted, "clean": clean}
+                                          cfg.data)
+    batches[stage] = {"corrupted": corrupted["corrupted"].numpy(), "clean": clean,
+                      "mask": corrupted["mask"].numpy()}
     np.savez(tmp_path / stage / "batch.npz", **batches[stage])
   proc = _run([ROOT / "tests" / "jax_worker.py", "updates", tmp_path])
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -191,7 +213,9 @@ def test_jax_updates_match_tensorflow_updates(tmp_path):
     batch = {k: tf.constant(v) for k, v in batches[stage].items()}
     logged = {}
     for update in stage_wired.updates:  # The critic first.
-      step = steps_lib.make_step(strategy, update, keras.optimizers.RMSprop(1e-3))
+      optimizer = stages_lib.new_optimizer(cfg, stage, update.name)
+      optimizer.build(update.variables)
+      step = steps_lib.make_step(strategy, update, optimizer)
       logged[update.name] = step(batch)
     tf_values = {k: float(v) for k, v in
                  stages_lib.logged_values(logged["main"], logged.get("critic")).items()}
@@ -225,7 +249,7 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   (images / "broken.jpg").write_bytes(b"not a jpeg")
   bundle = tmp_path / "bundle"
   proc = _run([ROOT / "scripts" / "prepare_jax_run.py", "--preset=tiny", f"--image_dirs={images}",
-               "--kernels=16", f"--out_dir={bundle}"],
+               "--kernels=16", "--mask_family=mixed", "--masks=8", f"--out_dir={bundle}"],
               )
   assert proc.returncode == 0, proc.stderr[-3000:]
   info = json.loads((bundle / "bundle.json").read_text())
@@ -233,6 +257,12 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert "broken.jpg" in proc.stderr
   with np.load(bundle / "corruption_bank.npz") as bank:
     kernels, sigmas = bank["blur_kernel"], bank["noise_sigma"]
+    mask_bits, mask_family = bank["mask_bits"], str(bank["mask_family"])
+  # Mask i is the pipeline's draw for the seed (kernel_seed=1, i) folded with 1.
+  assert mask_bits.shape == (8, 32, 4) and mask_family == "mixed" and info["masks"] == 8
+  seed = corruptions.fold_in(np.array([[1, 5]], np.int64), 1)
+  expected = masks_lib.masks("mixed", seed, 32, 32, config_lib.tiny().data).numpy()[0, ..., 0]
+  np.testing.assert_array_equal(np.unpackbits(mask_bits[5], axis=-1), expected > 0.5)
   assert kernels.shape == (16, 15, 15) and sigmas.shape == (16,)
   np.testing.assert_allclose(kernels.sum(axis=(1, 2)), 1.0, atol=1e-5)
   data_cfg = config_lib.tiny().data
@@ -249,11 +279,21 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
             "--preset=tiny", *(f"--set={k}={v}" for k, v in SMALL.items() if k != "loss.lambda_per")]
   refused = _run([*common, "--stages=pretrain"])  # (The stage order: test_stages.py.)
   assert refused.returncode != 0 and "--lambda_per must be 0" in refused.stderr
+  centre = _run([*common, "--lambda_per=0", "--stages=dd,joint", "--from_scratch",
+                 "--mask_family=centre"])
+  assert centre.returncode != 0
+  assert "track 'joint' with 'centre' holes, but the bundle's corruption bank has 'mixed'" in (
+      centre.stderr)
+  # The blind tracks with the bank's masks, and a batch size of the restorer's own.
   proc = _run([*common, "--lambda_per=0", "--steps=2", "--stages=dd,joint", "--from_scratch",
-               "--store_dtype=critic=float16", "--log_every=1"])
+               "--store_dtype=critic=float16", "--log_every=1", "--mask_family=mixed",
+               "--set=train.dd_track=blind_restore", "--set=train.joint_track=blind",
+               "--set=train.dd_batch_size=2"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   run = json.loads((run_dir / "run.json").read_text())
   assert [s["stage"] for s in run["stages"]] == ["dd", "joint"]
+  assert [(s["track"], s["batch_size"]) for s in run["stages"]] == [("blind_restore", 2),
+                                                                    ("blind", 4)]
   assert all(s["steps"] == 2 and s["images_per_s"] > 0 for s in run["stages"])
   assert run["images"] == 3 and np.isfinite(run["stages"][-1]["curve"][-1]["mse"])
   critic_manifest = json.loads((run_dir / "critic.json").read_text())

@@ -146,3 +146,30 @@ def corrupt(clean, track: str, *, kernels=None, noise=None, mask=None, fill=0.5)
       raise ValueError(f"Track {track!r} needs a hole mask.")
     corrupted = fill_hole(corrupted, mask, fill)
   return corrupted
+
+
+def corrupt_each(clean, *, kernels, noise, mask, has_blur, has_noise, has_hole, fill=0.5):
+  """Each image gets the blur, the noise and the hole or not: the `blind` tracks.
+
+  The order of `corrupt` (blur, noise with clipping, then the hole), each
+  step applied only to the images whose flag is true; an image without
+  blur stays exactly itself (not the FFT of a delta).
+
+  Args:
+    clean: [B, H, W, C] in [0, 1].
+    kernels: [B, k, k]; noise: [B, H, W, C]; mask: [B, H, W, 1].
+    has_blur, has_noise, has_hole: bool [B].
+    fill: the hole's value.
+
+  Returns:
+    (corrupted [B, H, W, C], the mask actually applied [B, H, W, 1]).
+  """
+  def per_image(flag):
+    return ops.reshape(flag, (-1, 1, 1, 1))
+
+  corrupted = ops.cast(clean, "float32")
+  corrupted = ops.where(per_image(has_blur), blur(corrupted, kernels), corrupted)
+  corrupted = ops.where(per_image(has_noise), add_noise(corrupted, noise), corrupted)
+  mask = ops.cast(mask, "float32") * ops.cast(per_image(has_hole), "float32")
+  return fill_hole(corrupted, mask, fill), mask
+

@@ -143,7 +143,7 @@ def protocol_mask_family(track: str) -> str:
   return "free" if track.endswith("_free") else "centre"
 
 
-def _fold_in(seeds, data: int):
+def fold_in(seeds, data: int):
   """Each seed [B, 2] folded with `data`: an independent stream per image, int64 [B, 2]."""
   return tf.map_fn(lambda s: tf.cast(tf.random.experimental.stateless_fold_in(s, data), tf.int64),
                    seeds, fn_output_signature=tf.int64)
@@ -151,7 +151,7 @@ def _fold_in(seeds, data: int):
 
 def _blind_flags(seeds, cfg: DataConfig):
   """Track `blind`: per image, independent draws of (hole, blur, noise), bool [B] each."""
-  u = tf.map_fn(lambda s: tf.random.stateless_uniform([3], s), _fold_in(seeds, 2),
+  u = tf.map_fn(lambda s: tf.random.stateless_uniform([3], s), fold_in(seeds, 2),
                 fn_output_signature=tf.float32)
   return (u[:, 0] < cfg.blind_hole_prob, u[:, 1] < cfg.blind_blur_prob,
           u[:, 2] < cfg.blind_noise_prob)
@@ -231,11 +231,10 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig, *, mask_family: str | No
         keep = tf.reshape(flag, [-1] + [1] * (len(sampled[name].shape) - 1))
         sampled[name] = tf.where(keep, sampled[name], params[name])
       noise = noise * tf.cast(has_noise, tf.float32)[:, None, None, None]
-      blurred = appliers.blur(corrupted, sampled["blur_kernel"])
-      # An image without blur stays exactly itself (not the FFT of a delta).
-      corrupted = tf.where(has_blur[:, None, None, None], blurred, corrupted)
-      corrupted = tf.where(has_noise[:, None, None, None],
-                           appliers.add_noise(corrupted, noise), corrupted)
+      corrupted, _ = appliers.corrupt_each(
+          corrupted, kernels=sampled["blur_kernel"], noise=noise,
+          mask=tf.zeros_like(clean[..., :1]), has_blur=has_blur, has_noise=has_noise,
+          has_hole=has_hole, fill=cfg.hole_fill)
     else:
       corrupted = appliers.corrupt(corrupted, "restore", kernels=sampled["blur_kernel"],
                                    noise=noise)
@@ -243,7 +242,7 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig, *, mask_family: str | No
   if "hole" in applied:
     family = mask_family or (cfg.mask_family if track == "blind"
                              else protocol_mask_family(track))
-    mask_seeds = _fold_in(seeds, 1)
+    mask_seeds = fold_in(seeds, 1)
     mask = masks_lib.masks(family, mask_seeds, shape[1], shape[2], cfg)
     mask = mask * tf.cast(has_hole, tf.float32)[:, None, None, None]
     corrupted = appliers.fill_hole(corrupted, mask, cfg.hole_fill)

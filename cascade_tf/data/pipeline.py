@@ -32,6 +32,7 @@ from __future__ import annotations
 from absl import logging
 import tensorflow as tf
 
+from cascade_tf import config as config_lib
 from cascade_tf.config import DataConfig, TRACKS, TRAIN_TRACKS
 from cascade_tf.data import corruptions
 from cascade_tf.data import sources as sources_lib
@@ -219,7 +220,7 @@ def make_dataset(cfg: DataConfig,
 
   # Training holes take the config's mask family (except on the *_free tracks);
   # evaluation holes are the protocol's.
-  mask_family = (cfg.mask_family if training and not track.endswith("_free") else None)
+  mask_family = (config_lib.training_mask_family(cfg.mask_family, track) if training else None)
 
   def corrupt(element):
     out = corruptions.corrupt_batch(element["clean"], element["seed"], track, cfg,

@@ -20,7 +20,9 @@ the objective's terms, "total" and "grad_norm", as in TensorFlow.
 `sample_corruptions` corrupts a clean batch on the device from parameter
 banks that the package's TensorFlow sampler drew (`scripts/prepare_jax_run.py`):
 a bank index per image picks a blur kernel and a noise level drawn
-together, the noise field is drawn here, and `data.appliers` applies them.
+together, another a hole mask (from the bank's masks, or the centre
+square), the noise field and the `blind` tracks' choices are drawn here,
+and `data.appliers` applies them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import keras
 from keras import ops
 
 from cascade_tf import losses
-from cascade_tf.config import PAPER_TRACKS, TRACK_CORRUPTIONS
+from cascade_tf.config import BLIND_TRACKS, TRACK_CORRUPTIONS, training_mask_family
 from cascade_tf.data import appliers
 from cascade_tf.training import stages as stages_lib
 
@@ -102,42 +104,62 @@ def write_back(stage: stages_lib.Stage, values) -> None:
 
 
 def sample_corruptions(clean, key, bank, track: str, data_cfg):
-  """{"clean", "corrupted"} for `clean` [B, S, S, 3] in [0, 1] on `track`.
+  """{"clean", "corrupted", "mask"} for `clean` [B, S, S, 3] in [0, 1] on `track`.
 
   Args:
     clean: float32 [B, S, S, 3] in [0, 1].
     key: a JAX PRNG key.
     bank: {"blur_kernel": [N, k, k], "noise_sigma": [N]}, drawn together by
-      `corruptions.sample_corruption` (one row per draw).
-    track: "inpaint", "restore" or "joint".
-    data_cfg: the data config (hole size and fill).
+      `corruptions.sample_corruption` (one row per draw), and optionally
+      {"mask": [M, S, S, 1]} drawn by `data/masks.py` (from the family that
+      `check_supported` was given); without masks the holes are the centre square.
+    track: one of config.TRAIN_TRACKS (`check_supported` says which the bank covers).
+    data_cfg: the data config (hole size and fill, the blind probabilities).
 
   Returns:
-    {"clean", "corrupted", "mask"}: the mask is the centre hole on tracks
-    with a hole, zeros on `restore`.
+    {"clean", "corrupted", "mask"}; the mask is zeros where no hole was made.
   """
   batch, height, width = clean.shape[0], clean.shape[1], clean.shape[2]
-  key_index, key_noise = jax.random.split(key)
+  key_index, key_noise, key_mask, key_flags = jax.random.split(key, 4)
   index = jax.random.randint(key_index, (batch,), 0, bank["blur_kernel"].shape[0])
   sigma = ops.take(bank["noise_sigma"], index, axis=0)
   noise = sigma[:, None, None, None] * jax.random.normal(key_noise, clean.shape)
-  hole = "hole" in TRACK_CORRUPTIONS[track]
-  mask = appliers.hole_mask(height, width, data_cfg.hole_size)[None] * (1.0 if hole else 0.0)
-  corrupted = appliers.corrupt(clean, track, kernels=ops.take(bank["blur_kernel"], index, axis=0),
-                               noise=noise, mask=mask, fill=data_cfg.hole_fill)
-  return {"clean": clean, "corrupted": corrupted,
-          "mask": ops.broadcast_to(mask, (batch, height, width, 1))}
+  kernels = ops.take(bank["blur_kernel"], index, axis=0)
+  if "mask" in bank:
+    mask_index = jax.random.randint(key_mask, (batch,), 0, bank["mask"].shape[0])
+    mask = ops.take(bank["mask"], mask_index, axis=0)
+  else:
+    mask = ops.broadcast_to(appliers.hole_mask(height, width, data_cfg.hole_size)[None],
+                            (batch, height, width, 1))
+  applied = TRACK_CORRUPTIONS[track]
+  if track in BLIND_TRACKS:
+    u = jax.random.uniform(key_flags, (batch, 3))
+    has_hole = (u[:, 0] < data_cfg.blind_hole_prob) & ("hole" in applied)
+    corrupted, mask = appliers.corrupt_each(
+        clean, kernels=kernels, noise=noise, mask=mask, has_blur=u[:, 1] < data_cfg.blind_blur_prob,
+        has_noise=u[:, 2] < data_cfg.blind_noise_prob, has_hole=has_hole,
+        fill=data_cfg.hole_fill)
+    return {"clean": clean, "corrupted": corrupted, "mask": mask}
+  mask = mask * (1.0 if "hole" in applied else 0.0)
+  corrupted = appliers.corrupt(clean, track, kernels=kernels, noise=noise, mask=mask,
+                               fill=data_cfg.hole_fill)
+  return {"clean": clean, "corrupted": corrupted, "mask": mask}
 
 
-def check_supported(cfg, stage: str) -> None:
-  """ValueError unless the corruption bank covers the stage's training data: the JAX
-  trainer draws the paper's tracks with the centre hole (not yet `blind` or other masks)."""
+def check_supported(cfg, stage: str, mask_family: str = "centre") -> None:
+  """ValueError unless the corruption bank covers the stage's training data.
+
+  Tracks without a hole are always covered; a track with one needs the
+  bank's masks (`mask_family`, `centre` for a bank without masks) to be
+  the family the tf.data pipeline would draw for it
+  (`config.training_mask_family`): other families than `centre` need a bank
+  made by scripts/prepare_jax_run.py with the same `--preset`/`--mask_family`.
+  """
   track = cfg.stage_track(stage)
-  if track not in PAPER_TRACKS or cfg.data.mask_family != "centre":
-    raise ValueError(f"scripts/train_jax.py trains on the paper's tracks with the centre hole; "
-                     f"stage {stage} asks for track {track!r} with data.mask_family="
-                     f"{cfg.data.mask_family!r}. Train it with train.py.")
-  if cfg.stage_batch_size(stage) != cfg.train.batch_size:
-    raise ValueError(f"scripts/train_jax.py draws every stage's batches at train.batch_size="
-                     f"{cfg.train.batch_size}; stage {stage} asks for train.{stage}_batch_size="
-                     f"{cfg.stage_batch_size(stage)}. Train it with train.py.")
+  family = mask_family
+  wanted = training_mask_family(cfg.data.mask_family, track)
+  if "hole" in TRACK_CORRUPTIONS[track] and wanted != family:
+    raise ValueError(f"scripts/train_jax.py: stage {stage} trains on track {track!r} with "
+                     f"{wanted!r} holes, but the bundle's corruption bank has {family!r} holes. "
+                     f"Make the bundle with scripts/prepare_jax_run.py --mask_family={wanted} "
+                     "(or the same --preset), or train it with train.py.")
