@@ -93,20 +93,28 @@ class _CliRun:
 
 @pytest.fixture(scope="module", autouse=True)
 def error_runs(tmp_path_factory):
-  """The CLI's three error cases, started first so that they run alongside the rest.
+  """The CLI's three error cases and --model=none, started first so that they run
+  alongside the rest.
 
-  One process runs the three through absl's `app.run(main)` in turn, each
-  with its own argv and captured stderr (one TensorFlow start-up, not three).
+  One process runs them through absl's `app.run(main)` in turn, each with
+  its own argv and captured stderr (one TensorFlow start-up, not four).
   """
   tmp = tmp_path_factory.mktemp("errors")
   (tmp / "empty").mkdir()
   common = ["--preset=tiny", f"--output_dir={tmp / 'out'}"]
   cases = {
       "missing_workdir": ["--dataset=samples", f"--workdir={tmp / 'nope'}", *common],
-      "unknown_dataset": ["--dataset=foo", *common],
-      "empty_folder": ["--dataset=folder", f"--image_dir={tmp / 'empty'}", *common],
+      "unknown_dataset": ["--dataset=foo", "--model=none", *common],
+      "empty_folder": ["--dataset=folder", f"--image_dir={tmp / 'empty'}", "--model=none",
+                       *common],
+      # Not an error: --model=none scores the baselines alone (no shipped model).
+      "no_model": ["--dataset=samples", "--model=none", "--max_images=1", "--tracks=clean",
+                   "--baselines=identity", "--notiming", "--figure_images=0", "--preset=tiny",
+                   f"--output_dir={tmp / 'no_model'}"],
   }
-  return _CliRun([json.dumps(cases)], python_args=("-c", _ERROR_CASES_CLI))
+  run = _CliRun([json.dumps(cases)], python_args=("-c", _ERROR_CASES_CLI))
+  run.tmp = tmp
+  return run
 
 
 @pytest.fixture(scope="module")
@@ -425,6 +433,15 @@ def test_cli_errors_are_one_line(error_runs, case, message):
   assert code == 1, case_stderr
   assert case_stderr.startswith("evaluate.py: error:") and case_stderr.count("\n") == 1
   assert message in case_stderr, case_stderr
+
+
+def test_model_none_scores_the_baselines_alone(error_runs):
+  returncode, stdout, stderr = error_runs.result()
+  assert returncode == 0, stderr[-3000:]
+  code, case_stderr = json.loads(stdout.splitlines()[-1])["no_model"]
+  assert code in (0, None), case_stderr
+  text = (error_runs.tmp / "no_model" / evaluate_lib.RESULTS_JSON).read_text()
+  assert '"identity"' in text and '"cascade"' not in text and '"pretrained"' not in text
 
 
 def test_figure_rejects_columns_of_another_length(tmp_path):

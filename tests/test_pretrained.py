@@ -154,4 +154,4 @@ def test_evaluate_scores_the_shipped_model_by_default(cli_runs):
   assert code == 0, output[-3000:]
   data = json.loads((tmp / "evaluate" / "results.json").read_text())
   text = json.dumps(data)
-  assert '"pretrained"' in text and "cascade" in text
+  assert '"pretrained"' in text and '"cascade"' in text
