@@ -55,6 +55,7 @@ RESTORER_ARCHS = ("plain", "unet")
 RECONSTRUCTION_LOSSES = ("mse", "l1")
 OPTIMIZERS = ("rmsprop", "adam")
 LR_DECAYS = ("constant", "cosine")
+CRITIC_CONSTRAINTS = ("clip", "gp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +160,14 @@ class LossConfig:
   reconstruction: str = "mse"
   lambda_per: float = 1e-5  # Weight of L_per, eqs. (2-3), VGG features on a 0-255 scale. Paper: not given.
   lambda_adv: float = 1e-3  # Weight of the adversarial term, eq. (6). Paper: not given.
+  # Stage `joint`: weight of eq. (7)'s reconstruction terms on the intermediate G(x)
+  # beside those on the final R(G(x)) (Sec. 3.4 optimises R *and the inpainting GAN*
+  # jointly; 0: G is trained only through R and the adversarial term).
+  lambda_intermediate: float = 1.0
+  # Critic of the adversarial stages: clip (WGAN weight clipping, the paper's, with
+  # RMSProp) | gp (WGAN-GP: gradient penalty weighted by lambda_gp, with Adam(lr, 0.5, 0.9)).
+  critic_constraint: str = "clip"
+  lambda_gp: float = 10.0
   vgg_weights: str = "imagenet"  # imagenet | none (random, tests only) | path to a .h5 file.
   perceptual_size: int | None = None  # px; images are resized to this before VGG16 (None: as is).
 
@@ -185,6 +194,12 @@ class TrainConfig:
   gan_lr: float | None = None  # Learning rate of stage `gan` (None: `lr`).
   dd_lr: float | None = None  # Learning rate of stage `dd` (None: `lr`).
   joint_lr: float | None = None  # Learning rate of stage `joint` (None: `lr`).
+  # A budget in images of the main update instead of steps (the critic's n_critic
+  # batches per step are not counted): steps = ceil(images / the stage's batch size).
+  pretrain_images: int | None = None
+  gan_images: int | None = None
+  dd_images: int | None = None
+  joint_images: int | None = None
   pretrain_batch_size: int | None = None  # Global batch of stage `pretrain` (None: `batch_size`).
   gan_batch_size: int | None = None  # Global batch of stage `gan` (None: `batch_size`).
   dd_batch_size: int | None = None  # Global batch of stage `dd` (None: `batch_size`).
@@ -219,7 +234,10 @@ class Config:
   train: TrainConfig = TrainConfig()
 
   def stage_steps(self, stage: str) -> int:
-    """Steps to run for `stage` (per-stage value, else `train.steps`)."""
+    """Steps to run for `stage`: from its image budget, else its own steps, else `train.steps`."""
+    images = getattr(self.train, f"{stage}_images")
+    if images is not None:
+      return -(-images // self.stage_batch_size(stage))
     value = getattr(self.train, f"{stage}_steps")
     return self.train.steps if value is None else value
 
@@ -497,7 +515,18 @@ def validate(config: Config) -> Config:
     batch = getattr(t, f"{stage}_batch_size")
     if batch is not None and batch < 1:
       raise ValueError(f"train.{stage}_batch_size={batch}: must be >= 1.")
+    images = getattr(t, f"{stage}_images")
+    if images is not None and images < 0:
+      raise ValueError(f"train.{stage}_images={images}: must be >= 0.")
+    if images is not None and steps is not None:
+      raise ValueError(f"train.{stage}_images and train.{stage}_steps both set the length of "
+                       f"stage {stage}: give one.")
+  if config.loss.lambda_intermediate < 0 or config.loss.lambda_gp < 0:
+    raise ValueError(f"loss.lambda_intermediate={config.loss.lambda_intermediate} and "
+                     f"loss.lambda_gp={config.loss.lambda_gp}: must be >= 0.")
   for name, value, choices in (("restorer.arch", r.arch, RESTORER_ARCHS),
+                               ("loss.critic_constraint", config.loss.critic_constraint,
+                                CRITIC_CONSTRAINTS),
                                ("loss.reconstruction", config.loss.reconstruction,
                                 RECONSTRUCTION_LOSSES),
                                ("train.optimizer", t.optimizer, OPTIMIZERS),

@@ -13,6 +13,8 @@ VGG16's 0-255 inputs give them.
     wasserstein_generator_loss   eq. (6)
     total_generator_loss         eq. (7), weights from LossConfig
     clip_values, clip_weights    WGAN's weight clipping of the critic
+    share_at_bound               the critic's weights at the clip bound (its health)
+    gradient_penalty             WGAN-GP's penalty on the critic's input gradient
     reduce_per_example           [B] -> the mean over the global batch
     global_norm                  the gradient norm every update logs
 
@@ -23,6 +25,7 @@ same code; this module imports only Keras and `cascade_tf.config`.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 from keras import ops
@@ -216,6 +219,30 @@ def clip_weights(model, clip_value) -> None:
   variables = model.trainable_variables
   for variable, value in zip(variables, clip_values(variables, clip_value)):
     variable.assign(value)
+
+
+def share_at_bound(values, clip_value):
+  """The share of the elements of `values` whose magnitude is at the clip bound (float32).
+
+  A critic health measure: after clipping, a weight at +-clip_value is one
+  the update pushed beyond it. Counted at 99.9% of the bound (float rounding).
+  """
+  total, at_bound = 0, []
+  for value in values:
+    value = ops.cast(value, "float32")
+    at_bound.append(ops.sum(ops.cast(ops.abs(value) >= 0.999 * clip_value, "float32")))
+    total += math.prod(value.shape)
+  if not at_bound:
+    return ops.convert_to_tensor(0.0, "float32")
+  return sum(at_bound[1:], at_bound[0]) / float(total)
+
+
+def gradient_penalty(input_gradients):
+  """WGAN-GP's penalty per example, (||grad_x D(x)||_2 - 1)^2: [B, ...] -> float32 [B]."""
+  gradients = ops.cast(input_gradients, "float32")
+  flat = ops.reshape(gradients, (ops.shape(gradients)[0], -1))
+  norms = ops.sqrt(ops.sum(ops.square(flat), axis=1) + 1e-12)
+  return ops.square(norms - 1.0)
 
 
 def reduce_per_example(per_example, global_batch_size: int):

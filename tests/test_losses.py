@@ -34,6 +34,13 @@ def test_l1_loss_per_example():
     losses.l1_loss(tf.zeros([1, 4, 4, 3]), tf.zeros([1, 4, 5, 3]))
 
 
+def test_share_at_bound_and_gradient_penalty_by_hand():
+  values = [tf.constant([0.01, -0.01, 0.005]), tf.constant([[0.0099999, 0.0]])]
+  assert float(losses.share_at_bound(values, 0.01)) == pytest.approx(3 / 5)
+  gradients = tf.constant([[[3.0, 4.0]], [[0.0, 1.0]]])  # Norms 5 and 1.
+  np.testing.assert_allclose(losses.gradient_penalty(gradients).numpy(), [16.0, 0.0], atol=1e-5)
+
+
 def test_mse_loss_rejects_mismatched_shapes():
   with pytest.raises(ValueError, match="differ"):
     losses.mse_loss(tf.zeros([2, 4, 4, 3]), tf.zeros([2, 4, 4, 1]))

@@ -118,10 +118,68 @@ def test_critic_and_generator_objectives_by_their_equations(cfg):
   assert float(terms["mse"]) == pytest.approx(mse, rel=1e-4)
   assert float(terms["adversarial"]) == pytest.approx(adversarial, rel=1e-4, abs=1e-7)
   assert float(terms["perceptual"]) == 0.0  # lambda_per = 0: not computed.
-  assert float(total) == pytest.approx(cfg.loss.lambda_mse * mse + cfg.loss.lambda_adv *
-                                       adversarial, rel=1e-4)
-  assert float(terms["mse_intermediate"]) == pytest.approx(
-      float(np.mean((inpainted.numpy() - y.numpy()) ** 2)), rel=1e-4)
+  mse_intermediate = float(np.mean((inpainted.numpy() - y.numpy()) ** 2))
+  assert float(terms["mse_intermediate"]) == pytest.approx(mse_intermediate, rel=1e-4)
+  # Eq. (7) on R(G(x)), and its MSE on G(x) too (lambda_intermediate, default 1).
+  assert float(total) == pytest.approx(
+      cfg.loss.lambda_mse * (mse + cfg.loss.lambda_intermediate * mse_intermediate)
+      + cfg.loss.lambda_adv * adversarial, rel=1e-4)
+  assert cfg.loss.lambda_intermediate == 1.0
+
+
+def test_joint_without_the_intermediate_term_trains_g_only_through_r(cfg):
+  """lambda_intermediate=0: G(x)'s MSE is logged but adds no gradient; with 1 it does."""
+  batch = _batch(3)
+  grads = {}
+  for weight in (0.0, 1.0):
+    c = config_lib.with_overrides(cfg, {"loss.lambda_intermediate": weight,
+                                        "loss.lambda_adv": 0.0})
+    keras.utils.set_random_seed(5)
+    wired = stages.build_stage(c, "joint", global_batch_size=2)
+    generator = wired.nets["generator"]
+    with tf.GradientTape() as tape:
+      total, terms = wired.main.objective(batch)
+    restorer_only = wired.nets["restorer"](generator(batch["corrupted"] * 2 - 1, training=True),
+                                           training=True)
+    grads[weight] = tape.gradient(total, generator.trainable_variables)[-1].numpy()
+    assert float(terms["mse_intermediate"]) > 0
+    if weight == 0.0:
+      assert float(total) == pytest.approx(float(terms["mse"]), rel=1e-5)
+  assert not np.allclose(grads[0.0], grads[1.0])
+
+
+def test_wgan_gp_critic_adds_the_penalty_and_needs_no_clipping(cfg):
+  c = config_lib.with_overrides(cfg, {"loss.critic_constraint": "gp", "loss.lambda_gp": 10.0})
+  wired = stages.build_stage(c, "gan", global_batch_size=2)
+  assert wired.critic.clip is None
+  optimizer = stages.new_optimizer(c, "gan", "critic")
+  assert isinstance(optimizer, keras.optimizers.Adam) and float(optimizer.beta_1) == 0.5
+  batch = _batch(4)
+  batch["mix"] = tf.constant([0.25, 0.75])
+  total, terms = wired.critic.objective(batch)
+  # The penalty by hand: the critic's input gradient at the interpolates.
+  x, y = batch["corrupted"] * 2 - 1, batch["clean"] * 2 - 1
+  fake = wired.nets["generator"](x, training=True)
+  mix = tf.reshape(batch["mix"], (-1, 1, 1, 1))
+  mixed = mix * y + (1 - mix) * fake
+  with tf.GradientTape() as tape:
+    tape.watch(mixed)
+    scores = tf.reduce_sum(wired.nets["critic"](mixed, training=True))
+  norms = tf.norm(tf.reshape(tape.gradient(scores, mixed), (2, -1)), axis=1).numpy()
+  penalty = float(np.mean((norms - 1.0) ** 2))
+  assert float(terms["gradient_penalty"]) == pytest.approx(penalty, rel=1e-3)
+  assert float(total) == pytest.approx(float(terms["critic_loss"]) + 10.0 * penalty, rel=1e-3)
+  with pytest.raises(ValueError, match="loss.critic_constraint"):
+    config_lib.with_overrides(cfg, {"loss.critic_constraint": "spectral"})
+
+
+def test_image_budgets_set_the_steps(cfg):
+  c = config_lib.with_overrides(cfg, {"train.batch_size": 4, "train.gan_images": 10,
+                                      "train.dd_images": 8, "train.dd_batch_size": 3})
+  assert c.stage_steps("gan") == 3 and c.stage_steps("dd") == 3  # ceil(10/4), ceil(8/3).
+  assert c.stage_steps("pretrain") == c.train.steps
+  with pytest.raises(ValueError, match="both set the length"):
+    config_lib.with_overrides(cfg, {"train.gan_images": 10, "train.gan_steps": 2})
 
 
 def test_generator_objective_needs_vgg_for_the_perceptual_term(cfg):

@@ -94,6 +94,21 @@ def test_critic_weights_are_clipped(chained):
     kernels = list(critic.values())
     assert len(kernels) >= 4
     assert max(float(np.abs(v).max()) for v in kernels) <= cfg.train.clip + 1e-7
+    # Its health is logged: the Wasserstein estimate, its gradient norm, the share at the bound.
+    logged = [json.loads(line) for line in open(os.path.join(workdir, stage, "metrics.jsonl"))]
+    values = next(r for r in logged if "critic/at_clip" in r)
+    assert 0.0 <= values["critic/at_clip"] <= 1.0
+    assert {"wasserstein", "critic/grad_norm"} <= set(values)
+    assert ("mse_intermediate" in values) == (stage == "joint")
+
+
+def test_a_wgan_gp_stage_trains_without_clipping_and_logs_its_penalty(tmp_path):
+  cfg = _tiny(**{"train.steps": 2, "loss.critic_constraint": "gp"})
+  [result] = loop.train(cfg, "gan", str(tmp_path), init_from="scratch")
+  assert result.step == 2
+  logged = [json.loads(line) for line in open(tmp_path / "gan" / "metrics.jsonl")]
+  values = next(r for r in logged if "gradient_penalty" in r)
+  assert values["gradient_penalty"] > 0 and "critic/at_clip" not in values
 
 
 def test_rerun_of_a_complete_stage_does_nothing(chained):

@@ -184,7 +184,9 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig, *, mask_family: str | No
     `blur_kernel` [B, k, k] (a delta without blur), `blur_type` int32 [B],
     `gaussian_sigma`, `motion_length`, `motion_angle`, `noise_sigma`
     float32 [B] (zeros where that corruption is not applied), and
-    `has_hole`, `has_blur`, `has_noise` bool [B].
+    `has_hole`, `has_blur`, `has_noise` bool [B], and `mix` float32 [B],
+    a uniform draw in [0, 1) per image (the WGAN-GP critic's interpolation
+    between the clean image and the generator's output).
   """
   if track not in TRAIN_TRACKS:
     raise ValueError(f"Unknown track {track!r}: expected one of {TRAIN_TRACKS}.")
@@ -248,8 +250,10 @@ def corrupt_batch(clean, seeds, track, cfg: DataConfig, *, mask_family: str | No
     corrupted = appliers.fill_hole(corrupted, mask, cfg.hole_fill)
   else:
     mask = tf.zeros_like(clean[..., :1])
+  mix = tf.map_fn(lambda s: tf.random.stateless_uniform([], s), fold_in(seeds, 3),
+                  fn_output_signature=tf.float32)
   return {"corrupted": corrupted, "clean": clean, "mask": mask, **params,
-          "has_hole": has_hole, "has_blur": has_blur, "has_noise": has_noise}
+          "has_hole": has_hole, "has_blur": has_blur, "has_noise": has_noise, "mix": mix}
 
 
 def eval_seeds(indices, eval_seed):

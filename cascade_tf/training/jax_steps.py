@@ -86,13 +86,15 @@ def make_update(stage: stages_lib.Stage, update: stages_lib.Update, optimizer):
         trained_values, values, batch)
     trained_values, optimizer_values = optimizer.stateless_apply(optimizer_values, grads,
                                                                  trained_values)
+    health = {}
     if update.clip is not None:
       trained_values = losses.clip_values(trained_values, update.clip)
+      health["at_clip"] = losses.share_at_bound(trained_values, update.clip)
     values = list(values)
     for position, value in zip(trained, trained_values):
       values[position] = value
     return values, optimizer_values, {**terms, "total": total,
-                                      "grad_norm": losses.global_norm(grads)}
+                                      "grad_norm": losses.global_norm(grads), **health}
 
   return fn
 
@@ -117,10 +119,12 @@ def sample_corruptions(clean, key, bank, track: str, data_cfg):
     data_cfg: the data config (hole size and fill, the blind probabilities).
 
   Returns:
-    {"clean", "corrupted", "mask"}; the mask is zeros where no hole was made.
+    {"clean", "corrupted", "mask", "mix"}; the mask is zeros where no hole
+    was made; `mix` [B] is uniform in [0, 1) (the WGAN-GP interpolation).
   """
   batch, height, width = clean.shape[0], clean.shape[1], clean.shape[2]
-  key_index, key_noise, key_mask, key_flags = jax.random.split(key, 4)
+  key_index, key_noise, key_mask, key_flags, key_mix = jax.random.split(key, 5)
+  mix = jax.random.uniform(key_mix, (batch,))
   index = jax.random.randint(key_index, (batch,), 0, bank["blur_kernel"].shape[0])
   sigma = ops.take(bank["noise_sigma"], index, axis=0)
   noise = sigma[:, None, None, None] * jax.random.normal(key_noise, clean.shape)
@@ -139,11 +143,11 @@ def sample_corruptions(clean, key, bank, track: str, data_cfg):
         clean, kernels=kernels, noise=noise, mask=mask, has_blur=u[:, 1] < data_cfg.blind_blur_prob,
         has_noise=u[:, 2] < data_cfg.blind_noise_prob, has_hole=has_hole,
         fill=data_cfg.hole_fill)
-    return {"clean": clean, "corrupted": corrupted, "mask": mask}
+    return {"clean": clean, "corrupted": corrupted, "mask": mask, "mix": mix}
   mask = mask * (1.0 if "hole" in applied else 0.0)
   corrupted = appliers.corrupt(clean, track, kernels=kernels, noise=noise, mask=mask,
                                fill=data_cfg.hole_fill)
-  return {"clean": clean, "corrupted": corrupted, "mask": mask}
+  return {"clean": clean, "corrupted": corrupted, "mask": mask, "mix": mix}
 
 
 def check_supported(cfg, stage: str, mask_family: str = "centre") -> None:

@@ -26,6 +26,7 @@ sum to the batch mean. Conversions between [0, 1] and [-1, 1] go through
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 from cascade_tf import losses
@@ -71,14 +72,33 @@ def reconstruction_objective(nets, batch, *, global_batch_size: int, composite: 
   return l1, {"l1": l1, "mse": ops.stop_gradient(mse)}
 
 
-def critic_objective(nets, batch, *, global_batch_size: int, composite: bool = False):
+def _input_gradients(critic, images):
+  """d sum(D(images)) / d images: the one backend-specific piece of the objectives."""
+  backend = keras.backend.backend()
+  if backend == "tensorflow":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    with tf.GradientTape() as tape:
+      tape.watch(images)
+      score = ops.sum(critic(images, training=True))
+    return tape.gradient(score, images)
+  if backend == "jax":
+    import jax  # pylint: disable=g-import-not-at-top
+    return jax.grad(lambda x: ops.sum(critic(x, training=True)))(images)
+  raise NotImplementedError(f"loss.critic_constraint=gp on the {backend!r} backend.")
+
+
+def critic_objective(nets, batch, *, global_batch_size: int, composite: bool = False,
+                     lambda_gp: float = 0.0):
   """Eq. (5): clean images are real, the generator's outputs fake.
 
   The generator runs in training mode (its batch-norm statistics move, as
   in every update that runs it) and its output is a constant here: only
-  the critic is differentiated. Returns (critic_loss, {"critic_loss",
+  the critic is differentiated. Returns (total, {"critic_loss",
   "wasserstein"}), where `wasserstein` = E[D(real)] - E[D(fake)] is the
-  critic's estimate of the Wasserstein distance.
+  critic's estimate of the Wasserstein distance. With `lambda_gp` > 0
+  (WGAN-GP, `loss.critic_constraint=gp`) the total adds lambda_gp times the
+  mean of (||grad D(x_mix)||_2 - 1)^2 at x_mix = mix * real + (1 - mix) *
+  fake, `mix` per image from the batch, logged as "gradient_penalty".
   """
   inputs, targets = model_inputs(batch)
   fake = ops.stop_gradient(
@@ -87,7 +107,14 @@ def critic_objective(nets, batch, *, global_batch_size: int, composite: bool = F
   critic_loss = _mean(losses.wasserstein_critic_loss(critic(targets, training=True),
                                                      critic(fake, training=True)),
                       global_batch_size)
-  return critic_loss, {"critic_loss": critic_loss, "wasserstein": -critic_loss}
+  terms = {"critic_loss": critic_loss, "wasserstein": -critic_loss}
+  if lambda_gp <= 0:
+    return critic_loss, terms
+  mix = ops.reshape(ops.cast(batch["mix"], "float32"), (-1, 1, 1, 1))
+  mixed = mix * ops.cast(targets, "float32") + (1.0 - mix) * ops.cast(fake, "float32")
+  penalty = _mean(losses.gradient_penalty(_input_gradients(critic, mixed)), global_batch_size)
+  terms["gradient_penalty"] = penalty
+  return critic_loss + lambda_gp * penalty, terms
 
 
 def _downscale(images, size):
@@ -116,10 +143,13 @@ def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size:
   """Eq. (7): lambda_mse MSE + lambda_per perceptual + lambda_adv eq. (6).
 
   Without a restorer in `nets` (stage `gan`) every term is on G(x). With
-  one (stage `joint`, paper Sec. 3.4's last step) the final output R(G(x))
-  carries the MSE and perceptual terms and G(x) the adversarial one, and
-  the gradient of the total flows through R into G; `mse_intermediate` (G(x)
-  against the clean image) is logged, not optimised. The critic is not
+  one (stage `joint`, paper Sec. 3.4's last step: R and the inpainting GAN
+  optimised jointly) the final output R(G(x)) carries the MSE and
+  perceptual terms, G(x) the adversarial one and, weighted by
+  `loss_cfg.lambda_intermediate`, eq. (7)'s MSE and perceptual terms again
+  (`mse_intermediate`, `perceptual_intermediate`; with weight 0 the MSE is
+  logged, not optimised); the gradient of the final terms flows through R
+  into G. The critic is not
   trained here (inference mode, not differentiated by the updates, which
   differentiate only their own networks).
 
@@ -152,6 +182,16 @@ def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size:
                                       loss_cfg.perceptual_size)
   total = losses.total_generator_loss(terms, loss_cfg)
   if "restored" in outputs:
-    terms["mse_intermediate"] = _mean(
-        losses.mse_loss(targets, ops.stop_gradient(outputs["inpainted"])), global_batch_size)
+    # Eq. (7)'s reconstruction terms on G(x) too, weighted by lambda_intermediate
+    # (0: logged only, G trained through R and the adversarial term alone).
+    weight = float(loss_cfg.lambda_intermediate)
+    inpainted = outputs["inpainted"] if weight > 0 else ops.stop_gradient(outputs["inpainted"])
+    intermediate = {"mse": _mean(losses.mse_loss(targets, inpainted), global_batch_size)}
+    if weight > 0 and loss_cfg.lambda_per > 0:
+      intermediate["perceptual"] = _perceptual(vgg, targets, inpainted, global_batch_size,
+                                               loss_cfg.perceptual_size)
+      terms["perceptual_intermediate"] = intermediate["perceptual"]
+    terms["mse_intermediate"] = intermediate["mse"]
+    if weight > 0:
+      total = total + weight * losses.total_generator_loss(intermediate, loss_cfg)
   return total, terms

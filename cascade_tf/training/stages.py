@@ -73,7 +73,7 @@ SPECS = {
 
 # The value names every trainer logs for a critic update's values that a
 # main update also has (one set of metric names for both backends).
-_CRITIC_RENAMES = {"grad_norm": "critic/grad_norm"}
+_CRITIC_RENAMES = {"grad_norm": "critic/grad_norm", "at_clip": "critic/at_clip"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,9 +165,10 @@ def build_stage(cfg: config_lib.Config, stage: str, *, global_batch_size: int,
                                        vgg=vgg, **common)
   updates = []
   if spec.adversarial:
-    updates.append(Update("critic", functools.partial(objectives.critic_objective, nets,
-                                                      **common),
-                          (nets["critic"],), "critic_optimizer", clip=cfg.train.clip))
+    gp = cfg.loss.critic_constraint == "gp"
+    updates.append(Update("critic", functools.partial(
+        objectives.critic_objective, nets, lambda_gp=cfg.loss.lambda_gp if gp else 0.0,
+        **common), (nets["critic"],), "critic_optimizer", clip=None if gp else cfg.train.clip))
   updates.append(Update("main", main_objective, tuple(nets[name] for name in spec.trained),
                         "optimizer"))
   return Stage(spec, nets, tuple(updates), composite=cfg.generator.composite)
@@ -177,14 +178,19 @@ def new_optimizer(cfg: config_lib.Config, stage: str, update: str) -> keras.opti
   """The (unbuilt) Keras optimizer of one update of `stage`, for both trainers.
 
   The critic's update ("critic") uses RMSProp at the stage's learning rate,
-  as WGAN with weight clipping needs. The main update ("main") uses
+  as WGAN with weight clipping needs (with `loss.critic_constraint=gp`:
+  Adam with beta_1 = 0.5, beta_2 = 0.9, as WGAN-GP). The main update ("main") uses
   `train.optimizer` (rmsprop, the paper's, or adam) and, with
   `train.lr_decay=cosine`, a learning rate that decays from the stage's to
   0 over the stage's steps (counted by the optimizer's own iterations, so a
   resumed run continues the same schedule).
   """
   lr = cfg.stage_lr(stage)
-  if update == "critic" or cfg.train.optimizer == "rmsprop":
+  if update == "critic":
+    if cfg.loss.critic_constraint == "gp":  # WGAN-GP's own choice (Gulrajani et al. 2017).
+      return keras.optimizers.Adam(learning_rate=lr, beta_1=0.5, beta_2=0.9)
+    return keras.optimizers.RMSprop(learning_rate=lr)
+  if cfg.train.optimizer == "rmsprop":
     optimizer_class = keras.optimizers.RMSprop
   else:
     optimizer_class = keras.optimizers.Adam

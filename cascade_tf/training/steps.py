@@ -95,8 +95,9 @@ def make_step(strategy: tf.distribute.Strategy, update: stages_lib.Update,
     jit_compile: compile each replica's update with XLA (single replica only).
 
   Returns:
-    step(distributed batch) -> {**terms, "total", "grad_norm"}, float32
-    scalars summed over the replicas.
+    step(distributed batch) -> {**terms, "total", "grad_norm"} and, for a
+    clipped update, "at_clip" (the share of its weights at the bound after
+    clipping); float32 scalars summed over the replicas.
   """
 
   def replica_fn(batch):
@@ -105,9 +106,12 @@ def make_step(strategy: tf.distribute.Strategy, update: stages_lib.Update,
       tape.watch([v.value for v in variables])  # The tf.Variable inside each Keras variable.
       total, terms = update.objective(batch)
     grad_norm = _apply(tape, optimizer, variables, total)
+    health = {}
     if update.clip is not None:
       for model in update.trained:
         losses.clip_weights(model, update.clip)
-    return {**terms, "total": total, "grad_norm": _replica_share(grad_norm)}
+      health["at_clip"] = _replica_share(losses.share_at_bound(
+          [v.value for v in variables], update.clip))
+    return {**terms, "total": total, "grad_norm": _replica_share(grad_norm), **health}
 
   return _replicated(strategy, replica_fn, jit_compile)
