@@ -219,6 +219,10 @@ class TrainConfig:
   # measured faster, docs/benchmarks.md; off on GPUs, not yet measured) | on | off.
   jit_compile: str = "auto"
   val_images: int = 16  # Images in the fixed validation batch.
+  # A stage ends early after `patience` validations in a row without a new best PSNR
+  # of its final output (better by more than `min_improvement` dB); 0: never.
+  patience: int = 0
+  min_improvement: float = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -548,6 +552,9 @@ def validate(config: Config) -> Config:
                      "mask from the generator's 4th input channel).")
   if t.steps < 0:
     raise ValueError(f"train.steps={t.steps}: must be >= 0.")
+  if t.patience < 0 or t.min_improvement < 0:
+    raise ValueError(f"train.patience={t.patience} and train.min_improvement="
+                     f"{t.min_improvement}: must be >= 0.")
   if config.loss.perceptual_size is not None and config.loss.perceptual_size < 32:
     raise ValueError(f"loss.perceptual_size={config.loss.perceptual_size}: VGG16 needs >= 32 px.")
   if t.strategy not in STRATEGIES:

@@ -118,6 +118,22 @@ def test_rerun_of_a_complete_stage_does_nothing(chained):
   assert result.last_losses == {}
 
 
+def test_a_stage_that_stops_improving_ends_and_stays_ended(tmp_path):
+  """patience=1 with an unreachable gain: the second validation ends the stage."""
+  cfg = _tiny(**{"train.steps": 10, "train.eval_every": 1, "train.checkpoint_every": 5,
+                 "train.patience": 1, "train.min_improvement": 1000.0})
+  [result] = loop.train(cfg, "dd", str(tmp_path))
+  assert result.step == 2
+  assert loop.latest_checkpoint(str(tmp_path), "dd").endswith("ckpt-2")  # Written on ending.
+  state = json.loads((tmp_path / "dd" / loop.EARLY_STOP_FILE).read_text())
+  assert state["stopped_at"] == 2 and state["best_step"] == 1 and state["stale"] == 1
+  [again] = loop.train(cfg, "dd", str(tmp_path))  # Stays ended: no further step.
+  assert again.step == 2 and again.last_losses == {}
+  (tmp_path / "dd" / loop.EARLY_STOP_FILE).unlink()  # Deleting the file trains it on.
+  [on] = loop.train(_tiny(**{"train.steps": 3}), "dd", str(tmp_path))
+  assert on.step == 3
+
+
 def test_missing_stage_names_it_and_the_command(tmp_path):
   with pytest.raises(loop.MissingStageError, match=r"'pretrain'.*train.py --stage=pretrain"):
     loop.train(_tiny(), "gan", str(tmp_path))

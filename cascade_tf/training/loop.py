@@ -299,6 +299,46 @@ def validation_scores(stage: stages_lib.Stage, batch) -> tuple[dict[str, float],
   return scores, outputs
 
 
+EARLY_STOP_FILE = "early_stop.json"
+
+
+class _EarlyStop:
+  """Ends a stage whose validation PSNR stopped improving (`train.patience`).
+
+  Its state (best score, its step, validations since, where it stopped)
+  is kept in WORKDIR/<stage>/early_stop.json, so a resumed stage counts on
+  and a stage that ended early stays ended (delete the file to train it on).
+  """
+
+  def __init__(self, path: str, patience: int, min_improvement: float, write: bool):
+    self.path, self.patience, self.min_improvement, self.write = (
+        path, patience, min_improvement, write)
+    self.state = {"best": None, "best_step": None, "stale": 0, "stopped_at": None}
+    if patience > 0 and tf.io.gfile.exists(path):
+      with tf.io.gfile.GFile(path) as f:
+        self.state.update(json.load(f))
+
+  @property
+  def stopped_at(self) -> int | None:
+    return self.state["stopped_at"] if self.patience > 0 else None
+
+  def update(self, step: int, score: float) -> bool:
+    """Records a validation score; True when the stage should end now."""
+    if self.patience <= 0:
+      return False
+    best = self.state["best"]
+    if best is None or score > best + self.min_improvement:
+      self.state.update(best=score, best_step=step, stale=0)
+    else:
+      self.state["stale"] += 1
+    if self.state["stale"] >= self.patience:
+      self.state["stopped_at"] = step
+    if self.write:
+      with tf.io.gfile.GFile(self.path, "w") as f:
+        json.dump(self.state, f)
+    return self.state["stopped_at"] is not None
+
+
 # --------------------------------------------------------------------------
 # One stage.
 
@@ -485,6 +525,13 @@ def train_stage(cfg: config_lib.Config,
     if step >= target:
       logging.info("Stage %s is already complete (step %d of %d).", stage, step, target)
       return StageResult(stage, step, resumed_from, {}, {})
+    early_stop = _EarlyStop(os.path.join(stage_dir(workdir, stage), EARLY_STOP_FILE),
+                            t.patience, t.min_improvement, write=chief)
+    if early_stop.stopped_at is not None:
+      logging.info("Stage %s ended early at step %d (no validation gain over %.2f dB in %d "
+                   "validations); delete %s to train it further.", stage, early_stop.stopped_at,
+                   t.min_improvement, t.patience, early_stop.path)
+      return StageResult(stage, step, resumed_from, {}, {})
 
     train_source = source_train or sources.load_source(cfg.data, "train")
     test_source = source_test or sources.load_source(cfg.data, "test")
@@ -516,8 +563,9 @@ def train_stage(cfg: config_lib.Config,
     validation: dict[str, float] = {}
     window_start, window_steps = time.perf_counter(), 0
     agree_to_stop = _stop_agreement(strategy)
+    ended_early = False
     with _stop_requests() as stop_requested:
-      while step < target:
+      while step < target and not ended_early:
         critic_values = {}
         if critic_step is not None:
           for _ in range(t.n_critic):
@@ -570,10 +618,16 @@ def train_stage(cfg: config_lib.Config,
                                   **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
           logging.info("Stage %s step %d: validation %s", stage, step,
                        " ".join(f"{k}={v:.2f}" for k, v in validation.items()))
+          if early_stop.update(step, validation[f"psnr_{spec.outputs[-1]}"]):
+            ended_early = checkpoint_due = True
+            logging.info("Stage %s ends early at step %d: its validation PSNR has not gained "
+                         "%.2f dB in %d validations (best %.2f dB at step %d).", stage, step,
+                         t.min_improvement, t.patience, early_stop.state["best"],
+                         early_stop.state["best_step"])
         if checkpoint_due:
           path = manager.save(checkpoint_number=step)
           logging.info("Stage %s step %d: checkpoint %s", stage, step, path)
-        progress.update(step, values, force=step == target or stopping)
+        progress.update(step, values, force=step == target or stopping or ended_early)
         if stopping:
           summary_writer.flush()
           cause = (signal.Signals(stop_signal).name if stop_requested
