@@ -13,14 +13,16 @@ import json
 import os
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from cascade_tf.training import stages as stages_lib
 
-_LOSS_TERMS = ("mse", "perceptual", "adversarial", "mse_intermediate", "critic_loss",
-               "wasserstein")
+_LOSS_TERMS = ("mse", "l1", "perceptual", "adversarial", "mse_intermediate", "critic_loss",
+               "wasserstein", "gradient_penalty")
+_SMOOTH = 10  # Logged points in the running mean drawn over each loss curve.
 
 
 def load_metrics(workdir: str) -> dict[str, dict[str, list[dict]]]:
@@ -60,7 +62,13 @@ def plot_curves(workdir: str, output_png: str) -> dict[str, dict[str, dict[str, 
       points = [(r["step"], r[term]) for r in train if term in r]
       if points and any(abs(v) > 0 for _, v in points):
         steps, values = zip(*points)
-        ax.plot(steps, values, label=term, linewidth=1)
+        line, = ax.plot(steps, values, linewidth=0.6, alpha=0.35)
+        if len(values) >= _SMOOTH:  # Single-step values are noisy: their running mean too.
+          mean = np.convolve(values, np.ones(_SMOOTH) / _SMOOTH, mode="valid")
+          ax.plot(steps[_SMOOTH - 1:], mean, color=line.get_color(), linewidth=1.4,
+                  label=f"{term} (mean of {_SMOOTH})")
+        else:
+          line.set_label(term)
         drawn[stage]["losses"][term] = points
     ax.set_title(f"{stage}: training losses")
     ax.set_xlabel("step")
