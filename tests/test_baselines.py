@@ -82,8 +82,10 @@ def test_identity_returns_input_on_every_track():
 # Largest allowed ratio of the filler's mean hole error to that of the 0.5
 # fill. Biharmonic interpolation reproduces a linear ramp almost exactly; the
 # cv2 methods propagate the border inwards and blur a 32-px hole somewhat
-# (about 0.2x for Telea and 0.36x for Navier-Stokes here).
-_MAX_ERROR_RATIO = {"telea": 0.3, "navier_stokes": 0.45, "biharmonic": 0.01}
+# (about 0.2x for Telea and 0.36x for Navier-Stokes here); push-pull (the
+# `photo` generator's prefill) is smooth but pulls the hole towards coarse
+# averages of its surroundings (0.49x here).
+_MAX_ERROR_RATIO = {"telea": 0.3, "navier_stokes": 0.45, "biharmonic": 0.01, "push_pull": 0.55}
 
 
 @pytest.mark.parametrize("name", sorted(_MAX_ERROR_RATIO))

@@ -192,6 +192,23 @@ def _build_biharmonic(params, train_images) -> _Apply:
   return apply
 
 
+def _build_push_pull(params, train_images) -> _Apply:
+  """The `photo` generator's own prefill (models/layers.push_pull_fill): what G starts from."""
+  del train_images
+  from cascade_tf.models import layers  # pylint: disable=g-import-not-at-top
+  levels = int(params["levels"])
+
+  def apply(example, image):
+    hole = _hole(example, image, "push_pull")
+    if not hole.any():
+      return image
+    filled = np.asarray(layers.push_pull_fill(image[None], hole[None, ..., None].astype(
+        np.float32), levels))[0]
+    return np.where(hole[..., None], filled, image)
+
+  return apply
+
+
 def _build_tv(params, train_images) -> _Apply:
   del train_images
   from skimage import restoration
@@ -369,6 +386,7 @@ _METHODS: dict[str, _Method] = {
     "navier_stokes": _Method("filler", False, {"radius": 25}, {"radius": (5, 9, 15, 25)},
                              _build_cv2_inpaint("INPAINT_NS")),
     "biharmonic": _Method("filler", False, {}, {}, _build_biharmonic),
+    "push_pull": _Method("filler", False, {"levels": 7}, {}, _build_push_pull),
     "knn": _Method(
         "filler", False,
         {"hole_size": 64, "border_px": 8, "positions": "grid", "stride_px": 16,
