@@ -97,7 +97,7 @@ def test_the_page_in_a_browser(tmp_path):
       page.mouse.up()
       page.click("#repair")
       page.wait_for_selector("#download", state="visible")
-      # APP_SCREENSHOT=docs/app.png keeps the page after the repair (the README's picture).
+      # APP_SCREENSHOT=/tmp/app.png keeps the page after the repair (the README's picture).
       page.screenshot(path=os.environ.get("APP_SCREENSHOT") or str(tmp_path / "page.png"),
                       full_page=True)
       with page.expect_download() as download:
