@@ -1,8 +1,8 @@
 """`restore.py --demo`: damage bundled photos, repair them, show and score the result.
 
-The photos that ship inside scikit-image (no download) are resized so that
-their short side is `size` px (bicubic, anti-aliased, as PROTOCOL.md
-prepares clean images) and centre-cropped to a square. Each is damaged on
+The photos that ship inside scikit-image (no download) are prepared as
+PROTOCOL.md prepares clean images (`pipeline.central_square`: the central
+square, resized to `size` px, bicubic and anti-aliased). Each is damaged on
 the `joint_free` track of the protocol with its own seeded draw (blur, then
 noise, then free-form scratches and boxes filled with grey), repaired by
 the model exactly as `restore.py --mask=...` repairs a photo (large holes
@@ -22,13 +22,13 @@ import time
 from typing import Sequence, TextIO
 
 import numpy as np
-import tensorflow as tf
 
 from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import metrics
 from cascade_tf import restoring
 from cascade_tf.data import corruptions
+from cascade_tf.data import pipeline
 from cascade_tf.data import sources
 from cascade_tf.evaluation import baselines as baselines_lib
 
@@ -49,23 +49,13 @@ class DemoRow:
 
 
 def demo_images(names: Sequence[str] = DEMO_IMAGES, size: int = 256) -> list[np.ndarray]:
-  """The named scikit-image photos as float32 [size, size, 3] in [0, 1]."""
+  """The named scikit-image photos as float32 [size, size, 3] in [0, 1], prepared as the
+  protocol prepares clean images (`pipeline.central_square`)."""
   arrays = dict(sources.sample_arrays())
   unknown = [n for n in names if n not in arrays]
   if unknown:
     raise ValueError(f"--demo_images: unknown {unknown}; expected some of {sorted(arrays)}.")
-  images = []
-  for name in names:
-    image = tf.convert_to_tensor(arrays[name], tf.float32) / 255.0
-    height, width = image.shape[:2]
-    scale = size / min(height, width)
-    resized = tf.image.resize(image, (max(size, round(height * scale)),
-                                      max(size, round(width * scale))),
-                              method="bicubic", antialias=True)
-    top = (resized.shape[0] - size) // 2
-    left = (resized.shape[1] - size) // 2
-    images.append(np.clip(resized[top:top + size, left:left + size].numpy(), 0.0, 1.0))
-  return images
+  return [pipeline.central_square(arrays[name], size).numpy() for name in names]
 
 
 def damage(images: Sequence[np.ndarray], seed: int = 0,

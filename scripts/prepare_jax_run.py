@@ -90,9 +90,7 @@ def mask_bank(data_cfg, count: int, seed: int) -> dict[str, np.ndarray]:
   if size % 8:
     raise ValueError(f"--image_size={size}: the mask bank packs 8 pixels per byte; use a "
                      "multiple of 8.")
-  seeds = tf.stack([tf.fill([count], tf.constant(seed, tf.int64)),
-                    tf.range(count, dtype=tf.int64)], axis=1)
-  seeds = corruptions.fold_in(seeds, 1)
+  seeds = corruptions.fold_in(corruptions.eval_seeds(tf.range(count), seed), 1)
   drawn = masks_lib.masks(data_cfg.mask_family, seeds, size, size, data_cfg).numpy()
   return {"mask_bits": np.packbits(drawn[..., 0] > 0.5, axis=-1),
           "mask_family": np.array(data_cfg.mask_family)}
