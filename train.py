@@ -23,7 +23,8 @@ flags.DEFINE_enum("stage", "all", list(stages.STAGES) + [stages.ALL],
                   "Stage to train: pretrain, gan, dd, joint, or all four in order.")
 flags.DEFINE_string("init_from", None,
                     "Where a stage takes its starting networks: another workdir (its stages' "
-                    "checkpoints), 'scratch' for random weights (the paper's 'No "
+                    "checkpoints; pretrain and dd fine-tune that workdir's run of the same "
+                    "stage), 'scratch' for random weights (the paper's 'No "
                     "pre-training' ablation), or 'pretrained' (fine-tune the cascade that ships: "
                     "its generator and restorer; use its --preset). Default: this --workdir.")
 FLAGS = flags.FLAGS

@@ -134,6 +134,24 @@ def test_a_stage_that_stops_improving_ends_and_stays_ended(tmp_path):
   assert on.step == 3
 
 
+@pytest.mark.parametrize("stage,network", [("pretrain", "generator"), ("dd", "restorer")])
+def test_a_first_stage_fine_tunes_another_workdirs_run_of_it(chained, tmp_path, stage, network):
+  """--init_from=WORKDIR on pretrain/dd starts from WORKDIR's checkpoint of that stage."""
+  source, _ = chained
+  cfg = _tiny(**{"train.steps": 1, f"train.{stage}_lr": 1e-12})
+  [result] = loop.train(cfg, stage, str(tmp_path), init_from=source)
+  assert result.step == 1
+  before = _variables(loop.latest_checkpoint(source, stage), network)
+  after = _variables(loop.latest_checkpoint(str(tmp_path), stage), network)
+  assert before.keys() == after.keys()
+  for name, value in before.items():
+    if "moving_" not in name:  # Batch norm's running statistics move with any step.
+      np.testing.assert_allclose(after[name], value, atol=1e-8, err_msg=name)
+  # A workdir without that stage is named, with the way out.
+  with pytest.raises(loop.MissingStageError, match=r"--init_from=scratch"):
+    loop.train(cfg, stage, str(tmp_path / "other"), init_from=str(tmp_path / "empty"))
+
+
 def test_missing_stage_names_it_and_the_command(tmp_path):
   with pytest.raises(loop.MissingStageError, match=r"'pretrain'.*train.py --stage=pretrain"):
     loop.train(_tiny(), "gan", str(tmp_path))

@@ -411,7 +411,9 @@ def _warm_start(spec: stages_lib.StageSpec, nets, workdir: str, init_from: str |
 
   With init_from=`pretrained`, every generator and restorer the stage trains
   starts from the shipped cascade instead (fine-tuning; a critic starts
-  from random weights).
+  from random weights). A stage without upstream networks (pretrain, dd)
+  given init_from=WORKDIR starts the networks it trains from WORKDIR's
+  checkpoint of the same stage (fine-tuning another run).
   """
   if init_from == pretrained.NAME:
     return _warm_start_pretrained(spec, nets)
@@ -420,8 +422,13 @@ def _warm_start(spec: stages_lib.StageSpec, nets, workdir: str, init_from: str |
                  spec.name, SCRATCH)
     return []
   source_workdir = init_from or workdir
+  sources = spec.warm_start
+  if init_from is not None and not sources:
+    # A first stage (pretrain, dd) has no upstream network: --init_from=WORKDIR
+    # then fine-tunes the networks that WORKDIR's run of the same stage trained.
+    sources = tuple((network, spec.name) for network in spec.trained)
   restored = []
-  for network, source_stage in spec.warm_start:
+  for network, source_stage in sources:
     path = latest_checkpoint(source_workdir, source_stage)
     if path is None:
       raise MissingStageError(
