@@ -228,7 +228,10 @@ def step_flops(cfg: config_lib.Config, stage: str,
       "dd": 3 * r,
       "critic": g + 2 * 3 * c,
       "gan_generator": 3 * g + 2 * c + perceptual_cost,
-      "joint": 3 * g + 3 * r + 2 * c + perceptual_cost,
+      # With lambda_intermediate > 0 eq. (7)'s perceptual term is also taken on
+      # G(x): its features are back-propagated too (the target's are shared).
+      "joint": (3 * g + 3 * r + 2 * c + perceptual_cost
+                + (2 * v if cfg.loss.lambda_intermediate > 0 else 0)),
       "infer": g + r,
   }
   counts["gan_full_step"] = cfg.train.n_critic * counts["critic"] + counts["gan_generator"]
