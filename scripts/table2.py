@@ -1,0 +1,213 @@
+"""Trains the paper's Table 2 variants at one image budget, then scores them side by side.
+
+    python scripts/table2.py --root=runs/table2 --images=60000 --seeds=0,1,2 --parallel=2 -- \\
+        --preset=cpu --dataset=bsd300 --manual_dir=../shared/data/BSDS300 \\
+        --extra_train_dirs=../shared/data/BSDS500-test --lambda_per=0
+    python scripts/table2.py --root=runs/table2 ... --evaluate_only   # after a crash, or to re-score
+
+Variants (the paper's Table 2; each one run per seed in ROOT/<variant>_s<seed>):
+
+* `intact`: the four stages in order, pretrain -> gan -> dd -> joint, the
+  budget split between them by --split.
+* `only_gan`: pretrain -> gan only, the whole budget split between the two
+  in the ratio intact gives them; scored on the generator's output alone
+  (its `cascade_intermediate` row: it has no restorer).
+* `no_pretrain`: `joint` from random weights (`--init_from=scratch`) with
+  the whole budget.
+
+Every variant sees the same number of training images in its main updates
+(`train.<stage>_images`, so batch sizes may differ per stage); the critic's
+batches (n_critic per `gan` and `joint` step) are counted separately and
+written to ROOT/budgets.json beside each run's steps. Every stage is a plain
+`train.py` call (the flags after `--` are passed to every one, with
+`--workdir`, `--seed` and the stage's `--set train.<stage>_images=N`), so a
+crashed run resumes where it stopped when this script is run again, and a
+finished stage is skipped. Up to --parallel runs train at once, one thread
+each (TF_NUM_INTRAOP_THREADS=1), each with its own log ROOT/<run>.log.
+
+Then `evaluate.py --compare=<run>=ROOT/<run>,...` on --eval_dataset (the
+flags after `--` that name the data are passed on) writes
+ROOT/eval/results.json, results.md and the figures.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from cascade_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+
+VARIANTS = ("intact", "only_gan", "no_pretrain")
+STAGES = ("pretrain", "gan", "dd", "joint")
+
+_ROOT = flags.DEFINE_string("root", None, "Folder of the runs, their logs and the evaluation.")
+_IMAGES = flags.DEFINE_integer("images", None, "Training images per variant (main updates).")
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds; each variant is trained once per seed.")
+_VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), f"Some of {VARIANTS}.")
+_SPLIT = flags.DEFINE_list("split", ["pretrain:0.4", "gan:0.2", "dd:0.2", "joint:0.2"],
+                           "Shares of the budget of intact's stages, stage:share, sum 1.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs training at once (one thread each).")
+_EVALUATE_ONLY = flags.DEFINE_bool("evaluate_only", False, "Skip training; only score.")
+_EVALUATE = flags.DEFINE_bool("evaluate", True, "Score the runs with evaluate.py at the end.")
+_EVAL_FLAGS = flags.DEFINE_list(
+    "eval_flags", ["--figure_images=3", "--notiming"],
+    "Extra flags of evaluate.py (the data flags after `--` are passed on too).")
+
+# The flags after `--` that evaluate.py takes too (the data's, the preset's).
+_SHARED_EVAL_FLAGS = ("--preset", "--dataset", "--manual_dir", "--data_dir", "--image_dir",
+                      "--image_size", "--hole_size")
+
+
+def parse_split(items) -> dict[str, float]:
+  """--split's stage:share pairs, checked: the four stages, shares > 0 summing to 1."""
+  split = {}
+  for item in items:
+    stage, sep, share = item.partition(":")
+    if not sep or stage not in STAGES:
+      raise ValueError(f"--split: {item!r} is not stage:share with a stage of {STAGES}.")
+    try:
+      split[stage] = float(share)
+    except ValueError:
+      raise ValueError(f"--split: {item!r}: the share is not a number.") from None
+  if set(split) != set(STAGES) or any(v <= 0 for v in split.values()):
+    raise ValueError(f"--split: give each of {STAGES} a share > 0 (got {items}).")
+  if abs(sum(split.values()) - 1.0) > 1e-6:
+    raise ValueError(f"--split: the shares sum to {sum(split.values())}, not 1.")
+  return split
+
+
+def stage_budgets(variant: str, images: int, split: dict[str, float]) -> dict[str, int]:
+  """Images of each stage a variant trains, in order; they sum to `images`."""
+  if variant == "intact":
+    shares = dict(split)
+  elif variant == "only_gan":
+    pair = split["pretrain"] + split["gan"]
+    shares = {"pretrain": split["pretrain"] / pair, "gan": split["gan"] / pair}
+  elif variant == "no_pretrain":
+    shares = {"joint": 1.0}
+  else:
+    raise ValueError(f"Unknown variant {variant!r}: expected one of {VARIANTS}.")
+  budgets = {stage: int(images * share) for stage, share in shares.items()}
+  last = list(budgets)[-1]
+  budgets[last] += images - sum(budgets.values())  # Rounding goes to the last stage.
+  return budgets
+
+
+def critic_images(cfg: config_lib.Config, stage: str, images: int) -> int:
+  """Images the critic sees over a stage of `images` main-update images."""
+  if stage not in ("gan", "joint"):
+    return 0
+  steps = -(-images // cfg.stage_batch_size(stage))
+  return steps * cfg.train.n_critic * cfg.stage_batch_size(stage)
+
+
+def _config(train_flags) -> config_lib.Config:
+  """The config the runs train with: the preset and --set overrides among the flags."""
+  preset, overrides = None, {}
+  for flag in train_flags:
+    name, sep, value = flag.partition("=")
+    if not sep and not name.startswith("--no"):
+      raise ValueError(f"{flag}: pass the training flags after `--` as --name=value.")
+    if name == "--preset":
+      preset = value
+    elif name == "--set":
+      key, _, val = value.partition("=")
+      overrides[key] = val
+  cfg = config_lib.get_preset(preset or "paper")
+  return config_lib.with_overrides(cfg, overrides) if overrides else cfg
+
+
+def train_commands(run_dir: str, variant: str, seed: str, budgets: dict[str, int],
+                   train_flags) -> list[list[str]]:
+  """The train.py calls of one run, in order."""
+  commands = []
+  for stage, images in budgets.items():
+    command = [sys.executable, os.path.join(REPO, "train.py"), *train_flags,
+               f"--workdir={run_dir}", f"--seed={seed}", f"--stage={stage}",
+               f"--set=train.{stage}_images={images}"]
+    if variant == "no_pretrain":
+      command.append("--init_from=scratch")
+    commands.append(command)
+  return commands
+
+
+def _run_one(name: str, commands, log_path: str) -> str:
+  env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+             OMP_NUM_THREADS="1")
+  with open(log_path, "a") as log:
+    for command in commands:
+      log.write("$ " + " ".join(command) + "\n")
+      log.flush()
+      code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+      if code:
+        return f"{name}: {' '.join(command[2:])} exited with {code} (see {log_path})"
+  return ""
+
+
+def main(argv):
+  train_flags = list(argv[1:])
+  if not _ROOT.value:
+    raise app.UsageError("--root is required.")
+  if not _EVALUATE_ONLY.value and (not _IMAGES.value or _IMAGES.value < 1):
+    raise app.UsageError("--images: a positive number of training images per variant.")
+  unknown = set(_VARIANTS.value) - set(VARIANTS)
+  if unknown:
+    raise app.UsageError(f"--variants: {sorted(unknown)} not in {VARIANTS}.")
+  try:
+    split = parse_split(_SPLIT.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  os.makedirs(_ROOT.value, exist_ok=True)
+  runs = {f"{variant}_s{seed}": (variant, seed) for variant in _VARIANTS.value
+          for seed in _SEEDS.value}
+
+  if not _EVALUATE_ONLY.value:
+    try:
+      cfg = _config(train_flags)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+    plan = {}
+    for name, (variant, seed) in runs.items():
+      budgets = stage_budgets(variant, _IMAGES.value, split)
+      plan[name] = {
+          "variant": variant, "seed": int(seed), "images": budgets,
+          "steps": {s: -(-n // cfg.stage_batch_size(s)) for s, n in budgets.items()},
+          # Whole batches: what the main updates really see.
+          "images_seen": sum(-(-n // cfg.stage_batch_size(s)) * cfg.stage_batch_size(s)
+                             for s, n in budgets.items()),
+          "critic_images": sum(critic_images(cfg, s, n) for s, n in budgets.items()),
+      }
+    with open(os.path.join(_ROOT.value, "budgets.json"), "w") as f:
+      json.dump({"images_per_variant": _IMAGES.value, "split": split, "train_flags": train_flags,
+                 "runs": plan}, f, indent=2)
+    with concurrent.futures.ThreadPoolExecutor(max(1, _PARALLEL.value)) as pool:
+      futures = [pool.submit(_run_one, name,
+                             train_commands(os.path.join(_ROOT.value, name), variant, seed,
+                                            plan[name]["images"], train_flags),
+                             os.path.join(_ROOT.value, f"{name}.log"))
+                 for name, (variant, seed) in runs.items()]
+      failures = [f.result() for f in futures if f.result()]
+    if failures:
+      sys.exit("table2.py: error:\n" + "\n".join(failures))
+
+  if _EVALUATE.value:
+    compare = ",".join(f"{name}={os.path.join(_ROOT.value, name)}" for name in runs)
+    shared = [f for f in train_flags if f.partition("=")[0] in _SHARED_EVAL_FLAGS]
+    command = [sys.executable, os.path.join(REPO, "evaluate.py"), *shared,
+               f"--compare={compare}",
+               f"--output_dir={os.path.join(_ROOT.value, 'eval')}", *_EVAL_FLAGS.value]
+    print("$ " + " ".join(command), flush=True)
+    sys.exit(subprocess.call(command, cwd=REPO))
+
+
+if __name__ == "__main__":
+  app.run(main)
