@@ -560,6 +560,13 @@ def resolve_jit(setting: bool | str, name: str) -> bool:
   return runtime.resolve_jit_compile(setting, tf.distribute.get_strategy())
 
 
+def write_json(path: str, rows) -> None:
+  """Writes the rows to `path` as JSON (its folder made if missing)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(rows, f, indent=1)
+
+
 def add_peak_fractions(rows: list[dict]) -> list[dict]:
   """Fills `peak_fraction`: GFLOP/s over the best peak row of the same precision."""
   peaks = {}
@@ -727,9 +734,7 @@ def main(argv):
     add_peak_fractions(rows)
 
   if FLAGS.json:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
-    with open(FLAGS.json, "w") as f:
-      json.dump(rows, f, indent=1)
+    write_json(FLAGS.json, rows)
   if FLAGS.table:
     print(format_table(rows))
     if failed:

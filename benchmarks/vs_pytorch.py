@@ -58,7 +58,6 @@ if _ROOT not in sys.path:  # `python benchmarks/vs_pytorch.py` from anywhere.
 
 # pylint: disable=wrong-import-position
 import gc
-import json
 import platform
 import statistics
 from typing import Sequence
@@ -357,9 +356,7 @@ def main(argv):
   rows = aggregate(measured)
 
   if FLAGS.json:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.json)), exist_ok=True)
-    with open(FLAGS.json, "w") as f:
-      json.dump(rows, f, indent=1)
+    bench.write_json(FLAGS.json, rows)
   print(format_summary(rows, FLAGS.peer_options))
   print("\n(n%): the share of the measured peak of the variant's precision.\n")
   print(format_details(rows))
