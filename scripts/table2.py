@@ -33,6 +33,7 @@ ROOT/eval/results.json, results.md and the figures.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import os
 import subprocess
@@ -44,6 +45,7 @@ from absl import flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from cascade_tf import cli  # pylint: disable=g-import-not-at-top
 from cascade_tf import config as config_lib  # pylint: disable=g-import-not-at-top
 
 VARIANTS = ("intact", "only_gan", "no_pretrain")
@@ -111,19 +113,22 @@ def critic_images(cfg: config_lib.Config, stage: str, images: int) -> int:
 
 
 def _config(train_flags) -> config_lib.Config:
-  """The config the runs train with: the preset and --set overrides among the flags."""
-  preset, overrides = None, {}
+  """The config the runs train with, resolved from the flags as train.py resolves them."""
   for flag in train_flags:
-    name, sep, value = flag.partition("=")
-    if not sep and not name.startswith("--no"):
+    if "=" not in flag and not flag.startswith("--no"):
       raise ValueError(f"{flag}: pass the training flags after `--` as --name=value.")
-    if name == "--preset":
-      preset = value
-    elif name == "--set":
-      key, _, val = value.partition("=")
-      overrides[key] = val
-  cfg = config_lib.get_preset(preset or "paper")
-  return config_lib.with_overrides(cfg, overrides) if overrides else cfg
+  values = flags.FlagValues()
+
+  class _DefineInto:  # cli.define_flags's `flags_module`, defining into `values`.
+    def __getattr__(self, name):
+      return functools.partial(getattr(flags, name), flag_values=values)
+
+  cli.define_flags(_DefineInto(), cli.TRAIN_FLAGS)
+  try:
+    values(["train.py", *train_flags])
+  except flags.Error as e:
+    raise ValueError(f"the training flags after `--`: {e}") from None
+  return cli.config_from_flags(values, cli.TRAIN_FLAGS)
 
 
 def train_commands(run_dir: str, variant: str, seed: str, budgets: dict[str, int],
