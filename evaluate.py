@@ -33,7 +33,7 @@ from cascade_tf import config as config_lib
 from cascade_tf import pretrained
 from cascade_tf.evaluation import evaluate as evaluate_lib
 
-_FLAGS_FROM_CONFIG = cli.DATA_FLAGS + ("strategy",)
+_FLAGS_FROM_CONFIG = cli.DATA_FLAGS + ("strategy", "mixed_precision")
 cli.define_flags(flags, _FLAGS_FROM_CONFIG)
 flags.adopt_module_key_flags(cli)  # --helpshort lists the shared data flags too.
 flags.DEFINE_string("model", None, "The model scored as `cascade`: an exported SavedModel "
@@ -93,7 +93,8 @@ def main(argv):
         models=evaluate_lib.model_specs(FLAGS.workdir, _model_flag(), FLAGS.compare),
         baselines=evaluate_lib.parse_list(FLAGS.baselines, "--baselines"),
         max_images=FLAGS.max_images, batch_size=FLAGS.batch_size,
-        strategy=cfg.train.strategy, tune_baselines=FLAGS.tune_baselines,
+        strategy=cfg.train.strategy, mixed_precision=cfg.train.mixed_precision,
+        tune_baselines=FLAGS.tune_baselines,
         tune_images=FLAGS.tune_images, knn_train_images=FLAGS.knn_train_images,
         timing=FLAGS.timing, figure_images=FLAGS.figure_images,
         dump_inputs=FLAGS.dump_inputs,

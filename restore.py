@@ -29,6 +29,7 @@ import sys
 from absl import app
 from absl import flags
 
+from cascade_tf import config as config_lib
 from cascade_tf import demo
 from cascade_tf import pretrained
 from cascade_tf import restoring
@@ -71,12 +72,17 @@ flags.DEFINE_bool("demo", False, "Instead of repairing files: damage the photos 
                   "with its PSNR); the PSNRs are printed.")
 flags.DEFINE_integer("demo_seed", 0, "Seed of the --demo damage.")
 flags.DEFINE_list("demo_images", list(demo.DEMO_IMAGES), "scikit-image photos --demo uses.")
+flags.DEFINE_enum("mixed_precision", config_lib.AUTO, list(config_lib.PRECISIONS),
+                  "The networks' compute precision (a workdir or pretrained; a SavedModel "
+                  "keeps its own): auto (bfloat16 on CPUs with native bfloat16, float32 "
+                  "elsewhere; logged), float32, mixed_bfloat16 or mixed_float16 (GPU).")
 FLAGS = flags.FLAGS
 
 
 def _demo(model: str) -> None:
   try:
-    rows = demo.run_demo(model, FLAGS.output_dir, names=FLAGS.demo_images, seed=FLAGS.demo_seed)
+    rows = demo.run_demo(model, FLAGS.output_dir, names=FLAGS.demo_images, seed=FLAGS.demo_seed,
+                         precision=FLAGS.mixed_precision)
   except (ValueError, FileNotFoundError) as e:
     print(f"restore.py: error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -104,7 +110,7 @@ def main(argv):
       mask_dilate=FLAGS.mask_dilate, mode=FLAGS.mode, tile_size=FLAGS.tile_size,
       tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size,
       resize_short_side=FLAGS.resize, save_intermediate=FLAGS.save_intermediate,
-      max_pixels=FLAGS.max_pixels)
+      max_pixels=FLAGS.max_pixels, precision=FLAGS.mixed_precision)
   try:
     report = restoring.restore_paths(model, inputs, FLAGS.output_dir,
                                    options)

@@ -37,9 +37,13 @@ Rows (`stage`), by --mode:
 in the same run (with --isolate the peak rows are still measured in this
 run, each in its own process). Data rows have no FLOPs.
 
-Precision: `float32`, `bfloat16` (Keras policy mixed_bfloat16, for CPUs
-with native bf16 and TPUs) or `float16` (mixed_float16 with loss scaling,
-for GPUs).
+Precision: `auto` (the default: each row at the precision the project's
+commands choose on this machine, `runtime.resolve_precision`: the training
+rows as train.py, the inference and peak rows as evaluate.py and
+restore.py, the export row float32; the row's `precision` is the resolved
+one, `precision_setting` says `auto`), `float32`, `bfloat16` (Keras policy
+mixed_bfloat16, for CPUs with native bf16 and TPUs) or `float16`
+(mixed_float16 with loss scaling, for GPUs).
 
 Peak RSS is `getrusage(RUSAGE_SELF).ru_maxrss`, the process's high-water
 mark. With --isolate (the default) every row runs in a fresh process (this
@@ -134,6 +138,7 @@ from cascade_tf.training import steps as steps_lib
 
 MODES = ("train", "infer", "export", "all")
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+AUTO = config_lib.AUTO  # --precision=auto: each row at what train.py / evaluate.py choose here.
 TRAIN_ROWS = ("pretrain", "dd", "critic", "gan_generator", "gan_full_step", "joint",
               "joint_full_step")
 INFER_ROWS = ("infer_keras",)
@@ -148,8 +153,8 @@ ROW_MODE = {**{n: "train" for n in TRAIN_ROWS}, **{n: "infer" for n in INFER_ROW
 ROW_KEYS = ("preset", "mode", "stage", "precision", "batch_size", "image_size", "img_per_s",
             "img_per_s_min", "img_per_s_max", "gflop_per_img", "gflops", "peak_fraction",
             "peak_rss_mb")
-SETTING_KEYS = ("jit_compile", "fuse_critic", "fold_batch_norm", "onednn", "threads_intra",
-                "threads_inter", "timed_steps", "device", "peak_device_mb")
+SETTING_KEYS = ("precision_setting", "jit_compile", "fuse_critic", "fold_batch_norm", "onednn",
+                "threads_intra", "threads_inter", "timed_steps", "device", "peak_device_mb")
 
 
 def plan_rows(mode: str, stages: Sequence[str] | None = None) -> list[str]:
@@ -206,9 +211,17 @@ def machine_header(precision: str, jit_compile: bool | str, threads: tuple[int, 
       f"device: {device_name()}",
       f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
       f"oneDNN: {onednn_enabled()} ({_ONEDNN_ENV}={os.environ.get(_ONEDNN_ENV, '<unset>')}), "
-      f"XLA jit_compile: {jit_compile}, precision: {precision}, "
+      f"XLA jit_compile: {jit_compile}, precision: {describe_precision(precision)}, "
       f"threads intra/inter: {intra or 'default'}/{inter or 'default'}",
   ])
+
+
+def describe_precision(precision: str) -> str:
+  """`precision`, and for `auto` what it resolves to here for training and inference."""
+  if precision != AUTO:
+    return precision
+  return (f"auto (here: training {resolve_precision(AUTO, 'joint')}, inference "
+          f"{resolve_precision(AUTO, 'infer_keras')})")
 
 
 def peak_rss_mb() -> float:
@@ -488,12 +501,14 @@ def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: s
   """
   if name not in ROW_MODE:
     raise ValueError(f"Unknown row {name!r}: expected one of {list(ROW_MODE)}.")
-  if precision not in PRECISIONS:
-    raise ValueError(f"--precision={precision!r}: expected one of {list(PRECISIONS)}.")
+  if precision not in PRECISIONS and precision != AUTO:
+    raise ValueError(f"--precision={precision!r}: expected {AUTO} or one of "
+                     f"{list(PRECISIONS)}.")
   if batch_size < 1:
     raise ValueError(f"--batch_size={batch_size}: must be >= 1.")
+  setting, precision = precision, resolve_precision(precision, name)
   jit_compile = resolve_jit(cfg.train.jit_compile if jit_compile is None else jit_compile, name)
-  settings = _settings(jit_compile, fuse_critic, steps)
+  settings = {"precision_setting": setting, **_settings(jit_compile, fuse_critic, steps)}
   # Inference folds batch norm (export always does, inference.load_workdir_cascade).
   settings["fold_batch_norm"] = (fold_batch_norm if name in INFER_ROWS else
                                  True if name in EXPORT_ROWS else None)
@@ -549,6 +564,22 @@ def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: s
                     memory)]
 
 
+def resolve_precision(setting: str, name: str) -> str:
+  """The precision row `name` runs at under --precision=`setting`.
+
+  `auto` resolves as the project's commands do on this machine
+  (`runtime.resolve_precision`): the training rows as train.py, the
+  inference and peak rows as evaluate.py and restore.py, the export row at
+  float32 (export.py writes float32 SavedModels), the data rows float32.
+  """
+  if setting != AUTO:
+    return setting
+  if name in EXPORT_ROWS or name in DATA_ROWS:
+    return "float32"
+  policy, _ = runtime.resolve_precision(AUTO, "train" if name in TRAIN_ROWS else "infer")
+  return {v: k for k, v in PRECISIONS.items()}[policy]
+
+
 def resolve_jit(setting: bool | str, name: str) -> bool:
   """Whether row `name` runs XLA-compiled under --jit_compile=`setting` (or a bool)."""
   if isinstance(setting, bool):
@@ -588,7 +619,7 @@ def measure_rows(cfg: config_lib.Config | str, mode: str, batch_size: int,
     cfg: a Config or a preset name ("tiny", "cpu", "paper").
     mode: train | infer | export | all.
     batch_size: images per step.
-    precision: float32 | bfloat16 | float16.
+    precision: auto | float32 | bfloat16 | float16.
     stages: optional subset of the mode's row names.
     **kwargs: steps, warmup, jit_compile, fuse_critic, data_batches,
       peak_matmul_size, peak_conv_shape (see `measure_row`).
@@ -636,7 +667,8 @@ def define_flags() -> None:
   cli.define_flags(flags, cli.DATA_FLAGS)
   flags.DEFINE_enum("mode", "all", MODES, "What to measure; see the module docstring.")
   flags.DEFINE_integer("batch_size", 8, "Images per step (every row but the peak rows).")
-  flags.DEFINE_enum("precision", "float32", list(PRECISIONS),
+  flags.DEFINE_enum("precision", AUTO, [AUTO, *PRECISIONS],
+                    "auto (what train.py and evaluate.py choose on this machine, per row), "
                     "float32, bfloat16 (mixed_bfloat16) or float16 (mixed_float16, GPU).")
   flags.DEFINE_string("json", None, "Write the rows to this JSON file (a list of objects).")
   flags.DEFINE_integer("steps", 5, "Timed steps per row; the median is reported.")

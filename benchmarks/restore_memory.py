@@ -1,17 +1,22 @@
-"""Peak memory (RSS) of restore.py on 1, 12 and 48 megapixel photos.
+"""Peak memory (RSS) and seconds per megapixel of restore.py on 1, 12 and 48 megapixel photos.
 
     python benchmarks/restore_memory.py
+    python benchmarks/restore_memory.py --model=pretrained --megapixels=12 --precisions=float32,auto
     python benchmarks/restore_memory.py --preset=cpu --megapixels=1,12 --tile_size=128
     python benchmarks/restore_memory.py --repo=/tmp/older_checkout   # another version's restore.py
 
 Writes a seeded random cascade of `--preset` as a workdir (what the
-networks learnt does not change memory; their widths do), makes one JPEG
-photo per size (4:3, the astronaut photo of scikit-image scaled up, q90),
-and runs `restore.py` on each in a fresh process, as a user would. The
-peak resident memory of that process (`ru_maxrss` from wait4) is read for
-each photo, and for a 64 x 64 image: that baseline is TensorFlow, the
-networks and one batch of tiles, so the difference is what the photo's
-size costs. Prints a Markdown table with the machine.
+networks learnt does not change memory or time; their widths do), or uses
+the shipped cascade (`--model=pretrained`), makes one JPEG photo per size
+(4:3, the astronaut photo of scikit-image scaled up, q90), and runs
+`restore.py` on each in a fresh process, as a user would, once per
+--precisions (restore.py's --mixed_precision; `auto` is shown with what it
+resolves to here). The peak resident memory of that process (`ru_maxrss`
+from wait4) and its wall time are read for each photo, and for a 64 x 64
+image: that baseline is TensorFlow, the networks and one batch of tiles
+(and, for the time, starting Python and TensorFlow and loading the model),
+so the difference is what the photo's size costs; `s/MP` is that time
+difference per megapixel. Prints a Markdown table with the machine.
 """
 
 from __future__ import annotations
@@ -52,8 +57,12 @@ def make_photo(path: str, megapixels: float) -> tuple[int, int]:
 
 def run_restore(repo: str, photo: str, workdir: str, output_dir: str,
                 extra: list[str]) -> tuple[float, float, str]:
-  """Runs `repo`/restore.py on one photo in a new process: (peak RSS in MiB, seconds, stderr)."""
-  command = [sys.executable, os.path.join(repo, "restore.py"), photo, f"--workdir={workdir}",
+  """Runs `repo`/restore.py on one photo in a new process: (peak RSS in MiB, seconds, stderr).
+
+  `workdir` is a workdir or `pretrained`.
+  """
+  which = "--model" if workdir == "pretrained" else "--workdir"
+  command = [sys.executable, os.path.join(repo, "restore.py"), photo, f"{which}={workdir}",
              f"--output_dir={output_dir}", *extra]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=repo)
   start = time.perf_counter()
@@ -75,39 +84,66 @@ def main(argv=None) -> int:
   parser.add_argument("--megapixels", default="1,12,48")
   parser.add_argument("--tile_size", type=int, default=128)
   parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--model", default=None,
+                      help="pretrained: the shipped cascade (default: a random --preset one)")
+  parser.add_argument("--precisions", default="float32",
+                      help="restore.py --mixed_precision values, comma-separated (e.g. "
+                           "float32,auto)")
   parser.add_argument("--repo", default=_ROOT,
                       help="checkout whose restore.py is run (default: this one)")
   args = parser.parse_args(argv)
   sizes = [float(v) for v in args.megapixels.split(",")]
+  precisions = [v for v in args.precisions.split(",") if v]
+  unknown = [p for p in precisions if p not in config_lib.PRECISIONS]
+  if unknown or not precisions:
+    parser.error(f"--precisions={args.precisions}: expected some of {config_lib.PRECISIONS}.")
   extra = [f"--tile_size={args.tile_size}", f"--batch_size={args.batch_size}"]
   model, features = runtime.cpu_info()
   with tempfile.TemporaryDirectory() as tmp:
-    cfg = config_lib.PRESETS[args.preset]()
-    keras.utils.set_random_seed(0)
-    workdir = inference.write_workdir(
-        os.path.join(tmp, "workdir"), cfg, generator_lib.build_generator(cfg.generator, None),
-        restorer_lib.build_restorer(cfg.restorer, None))
+    if args.model == "pretrained":
+      source, what = "pretrained", "the shipped cascade (pretrained)"
+    elif args.model is None:
+      cfg = config_lib.PRESETS[args.preset]()
+      keras.utils.set_random_seed(0)
+      source = inference.write_workdir(
+          os.path.join(tmp, "workdir"), cfg, generator_lib.build_generator(cfg.generator, None),
+          restorer_lib.build_restorer(cfg.restorer, None))
+      what = f"a random cascade of preset {args.preset}"
+    else:
+      parser.error(f"--model={args.model}: only 'pretrained' (or none: a random --preset "
+                   "cascade).")
     small = os.path.join(tmp, "small.png")
     Image.fromarray(np.full([64, 64, 3], 128, np.uint8)).save(small)
-    baseline, _, _ = run_restore(args.repo, small, workdir, os.path.join(tmp, "out"), extra)
-    rows = []
+    photos = []
     for megapixels in sizes:
       photo = os.path.join(tmp, f"photo_{megapixels:g}mp.jpg")
-      width, height = make_photo(photo, megapixels)
-      peak, seconds, _ = run_restore(args.repo, photo, workdir, os.path.join(tmp, "out"), extra)
-      os.remove(photo)
-      pixels = width * height
-      rows.append((f"{width}x{height}", pixels, peak, peak - baseline,
-                   (peak - baseline) * 2 ** 20 / pixels, seconds))
-  print(f"restore.py peak RSS, preset {args.preset}, tiles {args.tile_size} px, batch "
+      photos.append((photo, *make_photo(photo, megapixels)))
+    rows = []
+    for precision in precisions:
+      flags_ = extra + [f"--mixed_precision={precision}"]
+      label = precision
+      if precision == config_lib.AUTO:
+        label = f"auto ({runtime.resolve_precision(precision, 'infer')[0]})"
+      baseline, base_seconds, _ = run_restore(args.repo, small, source, os.path.join(tmp, "out"),
+                                              flags_)
+      for photo, width, height in photos:
+        peak, seconds, _ = run_restore(args.repo, photo, source, os.path.join(tmp, "out"),
+                                       flags_)
+        pixels = width * height
+        rows.append((label, f"{width}x{height}", pixels, baseline, peak, peak - baseline,
+                     (peak - baseline) * 2 ** 20 / pixels, seconds,
+                     (seconds - base_seconds) / (pixels / 1e6)))
+  print(f"restore.py peak RSS and time, {what}, tiles {args.tile_size} px, batch "
         f"{args.batch_size}, repo {args.repo}")
   print(f"CPU: {model} ({', '.join(features) or 'no listed features'}), {os.cpu_count()} cores")
-  print(f"Baseline (a 64 x 64 image: TensorFlow, the networks, one batch): {baseline:.0f} MiB\n")
-  print("| photo | pixels | peak RSS (MiB) | above baseline (MiB) | bytes per pixel | seconds |")
-  print("|---|---|---|---|---|---|")
-  for size, pixels, peak, above, per_pixel, seconds in rows:
-    print(f"| {size} | {pixels / 1e6:.1f} M | {peak:.0f} | {above:.0f} | {per_pixel:.1f} | "
-          f"{seconds:.0f} |")
+  print("Baseline: a 64 x 64 image (TensorFlow, the networks, one batch; its time is Python, "
+        "TensorFlow and the model starting).\n")
+  print("| precision | photo | pixels | baseline RSS (MiB) | peak RSS (MiB) | above baseline "
+        "(MiB) | bytes per pixel | seconds | s/MP above baseline |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for label, size, pixels, baseline, peak, above, per_pixel, seconds, per_mp in rows:
+    print(f"| {label} | {size} | {pixels / 1e6:.1f} M | {baseline:.0f} | {peak:.0f} | "
+          f"{above:.0f} | {per_pixel:.1f} | {seconds:.0f} | {per_mp:.2f} |")
   return 0
 
 

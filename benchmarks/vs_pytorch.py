@@ -14,8 +14,9 @@ Rows (--modes), each measured for both frameworks:
 * `infer`: the cascade's inference, generator then restorer: bench.py's
   `infer_keras` row against `peer_torch.make_inference` (eval mode).
 
-The project runs at each of --precisions (bench.py's --precision: Keras
-policies) with its own XLA default (--jit_compile); the peer runs each of
+The project runs at each of --precisions (bench.py's --precision: `auto`,
+the default, is what train.py and evaluate.py choose on this machine for
+each row; or Keras policies) with its own XLA default (--jit_compile); the peer runs each of
 --peer_options: `f32` (PyTorch's float32 eager default), `bf16` (bfloat16
 autocast), `channels_last`, `compile` (torch.compile), each alone. Both
 take the same preset, image size and batch, a fixed random batch in
@@ -116,7 +117,17 @@ def _torch_row(cfg, option, row, mode, precision, batch_size, image_size, rates,
 
 
 def _project_option(row: dict) -> str:
-  return f"{row['precision']}, XLA {'on' if row['jit_compile'] else 'off'}"
+  auto = " (auto)" if row.get("precision_setting") == bench.AUTO else ""
+  return f"{row['precision']}{auto}, XLA {'on' if row['jit_compile'] else 'off'}"
+
+
+def _resolved_precisions(precisions: Sequence[str]) -> list[str]:
+  """The project's precisions with `auto` replaced by what it resolves to for each row."""
+  resolved = []
+  for precision in precisions:
+    resolved += ([bench.resolve_precision(precision, PROJECT_ROWS[r]) for r in ROWS]
+                 if precision == bench.AUTO else [precision])
+  return list(dict.fromkeys(resolved))
 
 
 def _project_rows(cfg, row: str, precision: str, batch_size: int, steps: int, warmup: int,
@@ -165,7 +176,7 @@ def measure_round(cfg, round_index: int, *, rows: Sequence[str], precisions: Seq
   # Both frameworks' peaks at every precision of the run, so that each variant is held
   # to the best kernel of its precision, whichever framework has it.
   every_precision = list(dict.fromkeys(
-      list(precisions) + [peer_torch.OPTIONS[o].precision for o in peer_options]))
+      _resolved_precisions(precisions) + [peer_torch.OPTIONS[o].precision for o in peer_options]))
   measured = _peak_rows(cfg, every_precision, steps, warmup, peak_matmul_size, peak_conv_shape)
   failed = []
   for row in rows:
@@ -177,11 +188,15 @@ def measure_round(cfg, round_index: int, *, rows: Sequence[str], precisions: Seq
             file=sys.stderr, flush=True)
       try:
         if framework == PROJECT:
-          measured.extend(_project_rows(cfg, row, variant, batch_size, steps, warmup,
-                                        jit_compile, forward))
+          new = _project_rows(cfg, row, variant, batch_size, steps, warmup, jit_compile,
+                              forward)
         else:
-          measured.append(_peer_row(cfg, row, variant, batch_size, steps, warmup,
-                                    peer_forward))
+          new = [_peer_row(cfg, row, variant, batch_size, steps, warmup, peer_forward)]
+        measured.extend(new)
+        # Each figure as it is measured: a long run shows its progress.
+        for r in new:
+          print(f"[vs_pytorch]   {r['img_per_s']:.3g} img/s ({r['option']}, "
+                f"{r['precision']})", file=sys.stderr, flush=True)
       except Exception:  # pylint: disable=broad-except
         # One variant that cannot run here (no C++ compiler for torch.compile,
         # a bf16 kernel missing) must not lose the others.
@@ -283,8 +298,8 @@ def define_flags() -> None:
   FLAGS.set_default("preset", "paper")
   flags.DEFINE_integer("batch_size", 8, "Images per step of every row but the peak rows.")
   flags.DEFINE_list("modes", list(ROWS), f"Rows to compare, some of {list(ROWS)}.")
-  flags.DEFINE_list("precisions", ["float32"], "The project's precisions (bench.py's "
-                    f"--precision), some of {list(bench.PRECISIONS)}.")
+  flags.DEFINE_list("precisions", [bench.AUTO], "The project's precisions (bench.py's "
+                    f"--precision), some of {[bench.AUTO, *bench.PRECISIONS]}.")
   flags.DEFINE_list("peer_options", list(peer_torch.OPTIONS), "The PyTorch peer's options, "
                     f"each measured alone: some of {list(peer_torch.OPTIONS)}.")
   flags.DEFINE_enum("jit_compile", None, ["auto", "on", "off"], "The project's XLA setting, as "
@@ -322,7 +337,7 @@ def main(argv):
   if FLAGS.quick:
     _apply_quick()
   _check_choices("modes", FLAGS.modes, ROWS)
-  _check_choices("precisions", FLAGS.precisions, bench.PRECISIONS)
+  _check_choices("precisions", FLAGS.precisions, [bench.AUTO, *bench.PRECISIONS])
   _check_choices("peer_options", FLAGS.peer_options, peer_torch.OPTIONS)
   if FLAGS.rounds < 1 or FLAGS.steps < 1 or FLAGS.warmup < 1 or FLAGS.batch_size < 1:
     raise app.UsageError(f"--rounds={FLAGS.rounds}, --steps={FLAGS.steps}, --warmup="

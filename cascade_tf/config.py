@@ -49,7 +49,10 @@ MASK_FAMILIES = ("centre", "box", "free_form", "mixed", "free")
 SMALL_IMAGE_RULES = ("upscale", "skip")
 VGG_WEIGHTS_CHOICES = ("imagenet", "none")  # or a path to a local .h5 file
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+AUTO = "auto"
+# Keras dtype policies; `auto` picks one per device and purpose (runtime.resolve_precision).
+POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = (AUTO,) + POLICIES
 JIT_COMPILE = ("auto", "on", "off")
 RESTORER_ARCHS = ("plain", "unet")
 RECONSTRUCTION_LOSSES = ("mse", "l1")
@@ -214,7 +217,8 @@ class TrainConfig:
   log_every: int = 50  # Steps between scalar summaries.
   seed: int = 0  # Seed of weights, data order and training corruptions.
   strategy: str = "auto"  # auto | default | mirrored | multiworker | tpu.
-  mixed_precision: str = "float32"  # float32 | mixed_float16 | mixed_bfloat16.
+  # auto (runtime.resolve_precision: from the device) | float32 | mixed_float16 | mixed_bfloat16.
+  mixed_precision: str = AUTO
   # XLA for the training updates: auto (on for a single-replica CPU run, where it
   # measured faster, docs/benchmarks.md; off on GPUs, not yet measured) | on | off.
   jit_compile: str = "auto"

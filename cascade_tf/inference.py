@@ -15,6 +15,7 @@ evaluation and the restore command treat both alike.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -26,6 +27,7 @@ import tensorflow as tf
 from cascade_tf import config as config_lib
 from cascade_tf import pretrained
 from cascade_tf import ranges
+from cascade_tf import runtime
 from cascade_tf.models import cascade as cascade_lib
 from cascade_tf.models import fold
 from cascade_tf.models import generator as generator_lib
@@ -73,7 +75,8 @@ def _restore(network: keras.Model, name: str, path: str) -> bool:
 
 def load_workdir_cascade(workdir: str, *, stage: str | None = None,
                          allow_random_restorer: bool = False,
-                         fold_batch_norm: bool = True) -> LoadedCascade:
+                         fold_batch_norm: bool = True,
+                         precision: str = "float32") -> LoadedCascade:
   """Rebuilds the cascade of `workdir` with its best available weights.
 
   Args:
@@ -87,10 +90,28 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
       norm folded into the convolutions (`models.fold`); False returns the
       networks as trained (needed to train them further: the folded copies
       no longer normalise with batch statistics when training=True).
+    precision: the Keras dtype policy the networks compute in, or `auto`
+      (`runtime.resolve_precision` for inference); weights stay float32
+      and the outputs are float32 under every policy.
 
   Raises:
     ValueError: naming the workdir and the missing stage.
   """
+  with _precision(precision):
+    return _load_workdir(workdir, stage, allow_random_restorer, fold_batch_norm)
+
+
+@contextlib.contextmanager
+def _precision(precision: str):
+  """Networks built inside compute in `precision` (resolved for inference; logged if not float32)."""
+  policy, reason = runtime.resolve_precision(precision, "infer")
+  if policy != "float32" or precision != policy:
+    logging.info("Inference precision: %s (%s).", policy, reason)
+  with runtime.precision_scope(policy):
+    yield policy
+
+
+def _load_workdir(workdir, stage, allow_random_restorer, fold_batch_norm) -> LoadedCascade:
   cfg = load_config(workdir)
   generator = generator_lib.build_generator(cfg.generator, None)
   restorer = restorer_lib.build_restorer(cfg.restorer, None)
@@ -131,19 +152,25 @@ def is_pretrained(source: str | None) -> bool:
   return source == pretrained.NAME
 
 
-def load_pretrained_cascade(*, fold_batch_norm: bool = True) -> LoadedCascade:
-  """The shipped cascade (cascade_tf/pretrained), its checksums verified first."""
-  shipped = pretrained.load()
-  where = f"{pretrained.NAME} ({shipped.directory})"
-  logging.info("Loaded the pretrained cascade from %s", shipped.directory)
-  return _assemble(shipped.config, shipped.generator, shipped.restorer,
-                   {"generator": where, "restorer": where}, fold_batch_norm)
+def load_pretrained_cascade(*, fold_batch_norm: bool = True,
+                            precision: str = "float32") -> LoadedCascade:
+  """The shipped cascade (cascade_tf/pretrained), its checksums verified first.
+
+  `precision` as in `load_workdir_cascade`.
+  """
+  with _precision(precision):
+    shipped = pretrained.load()
+    where = f"{pretrained.NAME} ({shipped.directory})"
+    logging.info("Loaded the pretrained cascade from %s", shipped.directory)
+    return _assemble(shipped.config, shipped.generator, shipped.restorer,
+                     {"generator": where, "restorer": where}, fold_batch_norm)
 
 
 def load_cascade(source: str, **kwargs) -> LoadedCascade:
   """`load_pretrained_cascade` for `pretrained`, else `load_workdir_cascade(source, ...)`."""
   if is_pretrained(source):
-    return load_pretrained_cascade(fold_batch_norm=kwargs.get("fold_batch_norm", True))
+    return load_pretrained_cascade(fold_batch_norm=kwargs.get("fold_batch_norm", True),
+                                   precision=kwargs.get("precision", "float32"))
   return load_workdir_cascade(source, **kwargs)
 
 
@@ -214,11 +241,14 @@ class Repairer:
   pixels the caller has filled); without them no pixel is a hole. A
   SavedModel exported before the masked signature existed ignores them.
   `config` is the training config: the workdir's, or the one export.py
-  recorded in the SavedModel (None for other SavedModels).
+  recorded in the SavedModel (None for other SavedModels). `precision`
+  (a policy or `auto`) is the networks' compute precision for a workdir or
+  `pretrained`; `self.precision` the policy it resolved to.
   """
 
-  def __init__(self, source: str):
+  def __init__(self, source: str, precision: str = "float32"):
     self.source = source
+    self.precision = "float32"  # A SavedModel computes in the precision it was exported in.
     if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
       self._saved = tf.saved_model.load(source)
       self._serve = self._saved.signatures["serving_default"]
@@ -226,7 +256,8 @@ class Repairer:
       self.kind = "savedmodel"
       self.config = savedmodel_config(source)
     else:
-      loaded = load_cascade(source)
+      loaded = load_cascade(source, precision=precision)
+      self.precision = runtime.resolve_precision(precision, "infer")[0]
       self._model = loaded.model
       self.config = loaded.config
       self.kind = "workdir"

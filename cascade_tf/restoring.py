@@ -62,6 +62,9 @@ class RestoreOptions:
   resize_short_side: int | None = None  # px; resize each photo so its short side is this.
   save_intermediate: bool = False  # Also write the generator's output (`*_inpainted.png`).
   max_pixels: int = DEFAULT_MAX_PIXELS  # Files with more pixels are skipped; 0: no limit.
+  # The networks' compute precision (a workdir or `pretrained`): a Keras policy, or auto
+  # (runtime.resolve_precision: bfloat16 on CPUs with native bfloat16, else float32).
+  precision: str = "auto"
 
 
 @dataclasses.dataclass
@@ -432,7 +435,7 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
   if isinstance(model, inference.Repairer):
     repairer = model
   else:
-    repairer = inference.Repairer(inference.resolve_model(model))
+    repairer = inference.Repairer(inference.resolve_model(model), precision=options.precision)
   geometry = TileGeometry.for_model(repairer.config, options.tile_size, options.tile_overlap,
                                     options.batch_size, model)
   mask = read_mask(options.mask_path, options.max_pixels or None) if options.mask_path else None

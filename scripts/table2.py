@@ -25,6 +25,10 @@ crashed run resumes where it stopped when this script is run again, and a
 finished stage is skipped. Up to --parallel runs train at once, one thread
 each (TF_NUM_INTRAOP_THREADS=1), each with its own log ROOT/<run>.log.
 
+ROOT/curves.png then plots every run's validation PSNR against the training
+images it has seen (`report.plot_runs`): the curves show whether the budget
+was enough for them to flatten.
+
 Then `evaluate.py --compare=<run>=ROOT/<run>,...` on --eval_dataset (the
 flags after `--` that name the data are passed on) writes
 ROOT/eval/results.json, results.md and the figures.
@@ -47,8 +51,10 @@ sys.path.insert(0, REPO)
 
 from cascade_tf import cli  # pylint: disable=g-import-not-at-top
 from cascade_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+from cascade_tf.training import report  # pylint: disable=g-import-not-at-top
 
 VARIANTS = ("intact", "only_gan", "no_pretrain")
+CURVES = "curves.png"  # Every run's validation PSNR against the images it has seen.
 STAGES = ("pretrain", "gan", "dd", "joint")
 
 _ROOT = flags.DEFINE_string("root", None, "Folder of the runs, their logs and the evaluation.")
@@ -203,6 +209,13 @@ def main(argv):
       failures = [f.result() for f in futures if f.result()]
     if failures:
       sys.exit("table2.py: error:\n" + "\n".join(failures))
+
+  trained = {name: os.path.join(_ROOT.value, name) for name in runs
+             if os.path.exists(os.path.join(_ROOT.value, name, "config.json"))}
+  if trained:
+    curves = os.path.join(_ROOT.value, CURVES)
+    report.plot_runs(trained, curves, title=f"{_IMAGES.value or ''} images per variant".strip())
+    print(f"Wrote {curves}", flush=True)
 
   if _EVALUATE.value:
     compare = ",".join(f"{name}={os.path.join(_ROOT.value, name)}" for name in runs)

@@ -122,13 +122,31 @@ def test_command_line_writes_the_json_contract(tmp_path):
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
   result = subprocess.run(
       [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--preset=tiny", "--mode=infer",
-       "--batch_size=2", "--precision=float32", "--steps=1", "--warmup=1", f"--json={path}"],
+       "--batch_size=2", "--steps=1", "--warmup=1", f"--json={path}"],
       capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = json.loads(path.read_text())
   assert [r["stage"] for r in rows] == ["infer_keras"]
   assert set(bench.ROW_KEYS) <= set(rows[0])
-  assert "| infer_keras | float32 | 2 |" in result.stdout
+  # --precision defaults to auto: the row says what it resolved to on this machine.
+  precision = bench.resolve_precision("auto", "infer_keras")
+  assert rows[0]["precision_setting"] == "auto" and rows[0]["precision"] == precision
+  assert f"| infer_keras | {precision} | 2 |" in result.stdout
+  assert "precision: auto (here: training" in result.stdout
+
+
+def test_auto_precision_resolves_per_row(monkeypatch):
+  from cascade_tf import runtime
+  monkeypatch.setattr(runtime, "accelerator_kind", lambda: None)
+  monkeypatch.setattr(runtime, "cpu_info", lambda: ("a CPU with AMX", ["avx512f", "amx_bf16"]))
+  assert bench.resolve_precision("auto", "joint") == "float32"
+  assert bench.resolve_precision("auto", "infer_keras") == "bfloat16"
+  assert bench.resolve_precision("auto", "peak_matmul") == "bfloat16"
+  assert bench.resolve_precision("auto", "infer_savedmodel") == "float32"  # export.py: float32.
+  assert bench.resolve_precision("auto", "data_joint") == "float32"
+  assert bench.resolve_precision("float16", "joint") == "float16"
+  monkeypatch.setattr(runtime, "cpu_info", lambda: ("an AVX2 CPU", ["avx2", "fma"]))
+  assert {bench.resolve_precision("auto", r) for r in bench.ROW_MODE} == {"float32"}
 
 
 def test_compare_settings_tabulates_runs_fastest_first(tmp_path):

@@ -155,3 +155,24 @@ def test_evaluate_scores_the_shipped_model_by_default(cli_runs):
   data = json.loads((tmp / "evaluate" / "results.json").read_text())
   text = json.dumps(data)
   assert '"pretrained"' in text and '"cascade"' in text
+  # The default --mixed_precision=auto, resolved for inference on this machine, is recorded.
+  from cascade_tf import runtime
+  assert data["methods"]["cascade"]["precision"] == runtime.resolve_precision("auto", "infer")[0]
+
+
+def test_bfloat16_inference_of_the_shipped_model_stays_close_to_float32():
+  """What `auto` picks on CPUs with native bfloat16, run here (emulated where there is none)."""
+  from skimage import data as skimage_data
+  photo = skimage_data.astronaut()[100:164, 180:244].astype(np.float32) / 255.0
+  masks = np.zeros((1, 64, 64, 1), np.float32)
+  masks[:, 20:36, 24:40] = 1.0
+  images = np.where(masks > 0.5, np.float32(0.5), photo[None])
+  outputs = {}
+  for precision in ("float32", "mixed_bfloat16"):
+    repairer = inference.Repairer(pretrained.NAME, precision=precision)
+    assert repairer.precision == precision
+    outputs[precision] = {k: v.numpy() for k, v in repairer(images, masks).items()}
+  for name in ("inpainted", "restored"):
+    assert outputs["mixed_bfloat16"][name].dtype == np.float32  # Outputs stay float32.
+    error = np.mean((outputs["mixed_bfloat16"][name] - outputs["float32"][name]) ** 2)
+    assert 0.0 < error and 10.0 * np.log10(1.0 / error) > 35.0  # Close, but really bfloat16.

@@ -57,3 +57,39 @@ def _onednn_in_fresh_process(env_value):
 def test_importing_the_package_turns_onednn_on_unless_the_user_chose():
   assert _onednn_in_fresh_process(None) == ["1", "True"]
   assert _onednn_in_fresh_process("0") == ["0", "False"]  # The user's choice wins.
+
+
+@pytest.mark.parametrize("features, accelerator, train, infer", [
+    (["avx2", "fma"], None, "float32", "float32"),
+    (["avx2", "avx512f"], None, "float32", "float32"),  # AVX-512 without BF16: emulated.
+    (["avx512f", "avx512_bf16"], None, "float32", "mixed_bfloat16"),
+    (["avx512f", "amx_bf16", "amx_tile"], None, "float32", "mixed_bfloat16"),
+    (["avx512_bf16"], "GPU", "float32", "float32"),
+])
+def test_auto_precision_follows_the_cpu_and_the_device(features, accelerator, train, infer):
+  for purpose, expected in (("train", train), ("infer", infer)):
+    policy, reason = runtime.resolve_precision("auto", purpose, features=features,
+                                               accelerator=accelerator)
+    assert policy == expected and reason.startswith("auto")
+  # An explicit policy is kept whatever the machine.
+  assert runtime.resolve_precision("mixed_float16", "train", features=[],
+                                   accelerator=None) == ("mixed_float16", "set explicitly")
+  with pytest.raises(ValueError, match="--mixed_precision='half'"):
+    runtime.resolve_precision("half", "infer")
+  with pytest.raises(ValueError, match="purpose"):
+    runtime.resolve_precision("auto", "serve")
+
+
+def test_auto_is_the_default_precision_and_resolves_in_the_config():
+  assert config.TrainConfig().mixed_precision == "auto"
+  assert all(config.get_preset(p).train.mixed_precision == "auto" for p in config.PRESETS)
+  resolved = runtime.resolve_config_precision(config.tiny(), "train")
+  assert resolved.train.mixed_precision in config.POLICIES
+  assert resolved.train.mixed_precision == runtime.resolve_precision("auto", "train")[0]
+
+
+def test_precision_scope_restores_the_policy():
+  import keras
+  with runtime.precision_scope("mixed_bfloat16") as policy:
+    assert policy == keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+  assert keras.mixed_precision.global_policy().name == "float32"

@@ -1,6 +1,8 @@
 """scripts/table2.py: the Table 2 variants' budgets and train.py calls (its end-to-end run is
 the one documented in docs/results.md)."""
 
+import json
+
 import pytest
 
 from cascade_tf import config
@@ -50,3 +52,39 @@ def test_training_flags_must_be_name_value():
   assert cfg.train.n_critic == 3 and cfg.preset == "tiny"
   with pytest.raises(ValueError, match="--name=value"):
     table2._config(["--preset", "tiny"])
+
+
+def _fake_run(path, stages):
+  """A workdir with config.json and, per stage, (steps, val rows) in metrics.jsonl."""
+  from cascade_tf import config as config_lib
+  path.mkdir()
+  cfg = config_lib.with_overrides(config_lib.tiny(), {"train.batch_size": 4,
+                                                     "train.joint_batch_size": 2})
+  (path / "config.json").write_text(config_lib.to_json(cfg))
+  for stage, (track, outputs) in stages.items():
+    (path / stage).mkdir()
+    rows = [{"step": 5, "mse": 0.1}, {"step": 10, "mse": 0.05}]
+    rows += [{"step": step, "val_track": track, "val_psnr_identity": 18.0,
+              **{f"val_psnr_{o}": 18.0 + step / 10 for o in outputs}} for step in (5, 10)]
+    (path / stage / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  return str(path)
+
+
+def test_curves_put_every_run_on_one_axis_of_images_seen(tmp_path):
+  from cascade_tf.training import report
+  runs = {
+      "intact_s0": _fake_run(tmp_path / "intact", {
+          "pretrain": ("inpaint", ["inpainted"]), "joint": ("joint", ["inpainted", "restored"])}),
+      "no_pretrain_s0": _fake_run(tmp_path / "scratch", {
+          "joint": ("joint", ["inpainted", "restored"])}),
+  }
+  drawn = report.plot_runs(runs, str(tmp_path / "curves.png"), title="60 images per variant")
+  assert (tmp_path / "curves.png").stat().st_size > 5_000
+  intact = drawn["intact_s0"]
+  # pretrain: 10 steps of 4 images; joint then starts at 40 and counts 2 images a step.
+  assert intact["pretrain"]["validation"]["inpainted"] == [(20, 18.5), (40, 19.0)]
+  assert intact["joint"]["offset"] == 40
+  assert intact["joint"]["validation"]["restored"] == [(50, 18.5), (60, 19.0)]
+  assert drawn["no_pretrain_s0"]["joint"]["validation"]["restored"] == [(10, 18.5), (20, 19.0)]
+  with pytest.raises(ValueError, match="has no"):  # Not a workdir.
+    report.plot_runs({"x": str(tmp_path)}, str(tmp_path / "x.png"))

@@ -19,6 +19,7 @@ import pytest
 import tensorflow as tf
 
 from cascade_tf import config as config_lib
+from cascade_tf import runtime
 from cascade_tf.data import pipeline
 from cascade_tf.training import loop
 from cascade_tf.training import schedule
@@ -421,7 +422,7 @@ def test_inference_loads_the_most_trained_weights(chained):
     inference.load_workdir_cascade(workdir, stage="gan")
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16", "auto"])
 def test_mixed_precision_trains_and_checkpoints(tmp_path, policy):
   import keras
   try:
@@ -429,6 +430,9 @@ def test_mixed_precision_trains_and_checkpoints(tmp_path, policy):
   finally:
     keras.mixed_precision.set_global_policy("float32")
   assert result.step == 2 and np.isfinite(result.last_losses["mse"])
+  # config.json records the policy the run used: `auto` resolved on this machine.
+  written = json.loads((tmp_path / "config.json").read_text())["train"]["mixed_precision"]
+  assert written == runtime.resolve_precision(policy, "train")[0] and written != "auto"
   names = [n for n, _ in tf.train.list_variables(loop.latest_checkpoint(str(tmp_path),
                                                                          "pretrain"))]
   # mixed_float16 wraps the optimizer in a LossScaleOptimizer whose scale is saved.

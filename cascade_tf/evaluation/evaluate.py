@@ -114,6 +114,9 @@ class EvalOptions:
     max_images: score only the first N test images (None: all).
     batch_size: images per batch of the pipeline and the models.
     strategy: tf.distribute strategy of the models (config.STRATEGIES).
+    mixed_precision: compute precision of workdir and `pretrained` models:
+      a Keras policy or `auto` (`runtime.resolve_precision` for inference);
+      the resolved policy is recorded in each model's info.
     tune_baselines: tune the baselines' params on `tune_images` training
       images per track instead of using the module defaults.
     tune_images: training images per track used for tuning.
@@ -137,6 +140,7 @@ class EvalOptions:
   max_images: int | None = None
   batch_size: int = 16
   strategy: str = "auto"
+  mixed_precision: str = config_lib.AUTO
   tune_baselines: bool = False
   tune_images: int = 8
   knn_train_images: int = 200
@@ -354,6 +358,9 @@ def _check_options(options: EvalOptions) -> None:
       raise ValueError(f"{flag}={value}: must be >= 1.")
   if options.figure_images < 0:
     raise ValueError(f"--figure_images={options.figure_images}: must be >= 0.")
+  if options.mixed_precision not in config_lib.PRECISIONS:
+    raise ValueError(f"--mixed_precision={options.mixed_precision!r}: expected one of "
+                     f"{config_lib.PRECISIONS}.")
   if options.strategy not in config_lib.STRATEGIES:
     raise ValueError(f"--strategy={options.strategy!r}: expected one of "
                      f"{config_lib.STRATEGIES}.")
@@ -398,9 +405,11 @@ class _ModelRunner:
   batch is split across the replicas and the outputs gathered back in order.
   """
 
-  def __init__(self, spec: ModelSpec, strategy: tf.distribute.Strategy):
+  def __init__(self, spec: ModelSpec, strategy: tf.distribute.Strategy,
+               precision: str = "float32"):
     self.spec = spec
     self.strategy = strategy
+    self.precision = precision
     self.final_row = spec.name
     self.intermediate_row = spec.name + INTERMEDIATE_SUFFIX
     self.info: dict[str, Any] = {"kind": "model", "path": spec.path}
@@ -450,8 +459,10 @@ class _ModelRunner:
 
   def _init_workdir(self):
     with self.strategy.scope():
-      loaded = inference.load_cascade(self.spec.path, allow_random_restorer=True)
+      loaded = inference.load_cascade(self.spec.path, allow_random_restorer=True,
+                                      precision=self.precision)
     self.config = loaded.config
+    self.info["precision"] = runtime.resolve_precision(self.precision, "infer")[0]
     self.has_restorer = loaded.weights_from.get("restorer") != "random"
     self.info.update(format=("pretrained" if inference.is_pretrained(self.spec.path)
                              else "workdir"), weights_from=dict(loaded.weights_from),
@@ -933,7 +944,7 @@ def evaluate(data_cfg: config_lib.DataConfig, options: EvalOptions,
                          knn_available=wants_knn)
 
   strategy = runtime.make_strategy(options.strategy)
-  runners = [_ModelRunner(spec, strategy) for spec in options.models]
+  runners = [_ModelRunner(spec, strategy, options.mixed_precision) for spec in options.models]
   for runner in runners:
     if not runner.has_restorer:
       notes.append(f"{runner.spec.flag}={runner.spec.path} has no trained restorer: only "

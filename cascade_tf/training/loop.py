@@ -486,10 +486,12 @@ def train_stage(cfg: config_lib.Config,
   save), and all of them resume from the chief's checkpoints.
   """
   spec = stages_lib.SPECS[stage]
+  if strategy is None:
+    strategy = runtime.make_strategy(cfg.train.strategy)
+  if cfg.train.mixed_precision == config_lib.AUTO:
+    cfg = runtime.resolve_config_precision(cfg, "train")
   t = cfg.train
   target = cfg.stage_steps(stage)
-  if strategy is None:
-    strategy = runtime.make_strategy(t.strategy)
   chief = runtime.is_chief(strategy)
   runtime.set_precision(t.mixed_precision)
   runtime.set_seed(t.seed)
@@ -658,6 +660,8 @@ def train(cfg: config_lib.Config, stage: str, workdir: str, *, init_from: str | 
     raise ValueError("--init_from applies to a single --stage, not to --stage=all.")
   # First: a multi-worker strategy must exist before TensorFlow runs anything.
   strategy = runtime.make_strategy(cfg.train.strategy)
+  # `auto` precision resolved once, on this device, and recorded in config.json.
+  cfg = runtime.resolve_config_precision(cfg, "train")
   if runtime.is_chief(strategy):
     save_config(cfg, workdir)
   results = []

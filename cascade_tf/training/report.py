@@ -107,3 +107,83 @@ def validation_table(workdir: str) -> str:
                    f"{key.replace('val_psnr_', '')} | {first[key]:.2f} (step {first['step']}) | "
                    f"{last[key]:.2f} | {last['val_psnr_identity']:.2f} |")
   return "\n".join(lines)
+
+
+def _stage_batch_sizes(workdir: str) -> dict[str, int]:
+  """Each stage's global batch size, from WORKDIR/config.json."""
+  from cascade_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir} has no config.json: is it a training workdir?")
+  with open(path) as f:
+    cfg = config_lib.from_json(f.read())
+  return {stage: cfg.stage_batch_size(stage) for stage in stages_lib.STAGES}
+
+
+def plot_runs(runs: dict[str, str], output_png: str, title: str = "") -> dict:
+  """Validation PSNR of several runs against the training images they have seen.
+
+  One panel per validation track; each run is one colour, its stages one
+  line each (solid: the final output; dotted: the generator's output
+  before the restorer). The x axis counts the images of the main updates
+  (the critic's batches are not counted), each stage starting where the
+  run's previous stages ended, so that runs of equal image budgets end at
+  the same x. The corrupted input's PSNR is drawn grey and dashed.
+
+  Args:
+    runs: {name: workdir}, in legend order.
+    output_png: where the figure goes.
+    title: the figure's title.
+
+  Returns:
+    {name: {stage: {"track": track, "offset": images before the stage,
+    "validation": {output: [(images, PSNR dB)]}}}}.
+  """
+  drawn, tracks = {}, []
+  for name, workdir in runs.items():
+    metrics, batch = load_metrics(workdir), _stage_batch_sizes(workdir)
+    offset, drawn[name] = 0, {}
+    for stage in stages_lib.STAGES:  # The order a run trains them in.
+      if stage not in metrics:
+        continue
+      val, train = metrics[stage]["val"], metrics[stage]["train"]
+      track = next((r["val_track"] for r in val if "val_track" in r), stages_lib.SPECS[stage].track)
+      tracks += [track] if track not in tracks else []
+      entry = {"track": track, "offset": offset, "validation": {}}
+      for key in sorted({k for r in val for k in r if k.startswith("val_psnr")}):
+        entry["validation"][key.replace("val_psnr_", "")] = [
+            (offset + r["step"] * batch[stage], r[key]) for r in val if key in r]
+      drawn[name][stage] = entry
+      last_step = max([r["step"] for r in train + val] or [0])
+      offset += last_step * batch[stage]
+  if not tracks:
+    raise ValueError(f"No validation rows in {sorted(runs.values())}.")
+  fig, axes = plt.subplots(1, len(tracks), figsize=(5.2 * len(tracks), 4.2), squeeze=False)
+  colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for col, track in enumerate(tracks):
+    ax, identity_done = axes[0][col], False
+    for index, (name, stages) in enumerate(drawn.items()):
+      for stage, entry in stages.items():
+        if entry["track"] != track:
+          continue
+        for output, points in entry["validation"].items():
+          xs, ys = zip(*points)
+          if output == "identity":
+            if not identity_done:
+              ax.plot(xs, ys, color="grey", linestyle="--", linewidth=1, label="input")
+              identity_done = True
+            continue
+          ax.plot(xs, ys, color=colours[index % len(colours)], marker=".", markersize=3,
+                  linestyle=":" if output == "inpainted" and "restored" in entry["validation"]
+                  else "-", label=f"{name}: {stage} ({output})")
+    ax.set_title(f"validation PSNR, track {track}")
+    ax.set_xlabel("training images seen (main updates)")
+    ax.set_ylabel("dB")
+    ax.legend(fontsize=6)
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(output_png)), exist_ok=True)
+  fig.savefig(output_png, dpi=110)
+  plt.close(fig)
+  return drawn
