@@ -42,9 +42,10 @@ _CONFIG_FLAGS = {
     "seed": ("train.seed", "Seed of weights, data order and training corruptions."),
     "strategy": ("train.strategy", "tf.distribute strategy: auto, default, mirrored, "
                  "multiworker or tpu."),
-    "mixed_precision": ("train.mixed_precision", "auto (from the device and CPU: bfloat16 "
-                        "inference on CPUs with native bfloat16, float32 otherwise; the choice "
-                        "is logged), float32, mixed_float16 (GPU) or mixed_bfloat16 (CPU/TPU)."),
+    "mixed_precision": ("train.mixed_precision", "auto (chosen per device, CPU and purpose "
+                        "by measurement, logged; float32 wherever bfloat16 has not passed its "
+                        "speed and quality gates, which today is everywhere: docs/benchmarks.md), "
+                        "float32, mixed_float16 (GPU) or mixed_bfloat16 (CPU/TPU)."),
     "jit_compile": ("train.jit_compile", "XLA-compile the training updates: auto (on for a "
                     "single-replica CPU run, off on GPUs), on or off."),
     "checkpoint_every": ("train.checkpoint_every", "Steps between checkpoints."),

@@ -63,7 +63,7 @@ class RestoreOptions:
   save_intermediate: bool = False  # Also write the generator's output (`*_inpainted.png`).
   max_pixels: int = DEFAULT_MAX_PIXELS  # Files with more pixels are skipped; 0: no limit.
   # The networks' compute precision (a workdir or `pretrained`): a Keras policy, or auto
-  # (runtime.resolve_precision: bfloat16 on CPUs with native bfloat16, else float32).
+  # (runtime.resolve_precision: chosen per device and CPU by measurement).
   precision: str = "auto"
 
 

@@ -138,6 +138,8 @@ def test_command_line_writes_the_json_contract(tmp_path):
 def test_auto_precision_resolves_per_row(monkeypatch):
   from cascade_tf import runtime
   monkeypatch.setattr(runtime, "accelerator_kind", lambda: None)
+  monkeypatch.setattr(runtime, "NATIVE_BFLOAT16_CHOICE", {
+      "train": ("float32", "not faster"), "infer": ("mixed_bfloat16", "gates met")})
   monkeypatch.setattr(runtime, "cpu_info", lambda: ("a CPU with AMX", ["avx512f", "amx_bf16"]))
   assert bench.resolve_precision("auto", "joint") == "float32"
   assert bench.resolve_precision("auto", "infer_keras") == "bfloat16"
