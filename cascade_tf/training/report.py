@@ -170,7 +170,8 @@ def plot_runs(runs: dict[str, str], output_png: str, title: str = "") -> dict:
           xs, ys = zip(*points)
           if output == "identity":
             if not identity_done:
-              ax.plot(xs, ys, color="grey", linestyle="--", linewidth=1, label="input")
+              ax.plot(xs, ys, color="grey", linestyle="--", linewidth=1, marker=".",
+                      markersize=3, label="input")
               identity_done = True
             continue
           ax.plot(xs, ys, color=colours[index % len(colours)], marker=".", markersize=3,
