@@ -49,6 +49,7 @@ class LoadedCascade:
   generator: keras.Model
   restorer: keras.Model
   weights_from: dict[str, str]  # network -> checkpoint path (or "random").
+  precision: str = "float32"  # The Keras policy the networks compute in.
 
 
 def load_config(workdir: str) -> config_lib.Config:
@@ -144,7 +145,8 @@ def _assemble(cfg, generator, restorer, weights_from, fold_batch_norm: bool) -> 
   if fold_batch_norm:
     generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
   model = cascade_lib.build_cascade(generator, restorer, composite=cfg.generator.composite)
-  return LoadedCascade(cfg, model, generator, restorer, weights_from)
+  return LoadedCascade(cfg, model, generator, restorer, weights_from,
+                       precision=generator.dtype_policy.name)
 
 
 def is_pretrained(source: str | None) -> bool:
@@ -257,7 +259,7 @@ class Repairer:
       self.config = savedmodel_config(source)
     else:
       loaded = load_cascade(source, precision=precision)
-      self.precision = runtime.resolve_precision(precision, "infer")[0]
+      self.precision = loaded.precision
       self._model = loaded.model
       self.config = loaded.config
       self.kind = "workdir"

@@ -152,9 +152,7 @@ def resolve_config_precision(cfg: config_lib.Config, purpose: str) -> config_lib
 
 @contextlib.contextmanager
 def precision_scope(policy: str):
-  """The global Keras dtype policy `policy` (auto: inference's) inside; restored after."""
-  if policy == config_lib.AUTO:
-    policy = resolve_precision(policy, "infer")[0]
+  """The global Keras dtype policy `policy` (a policy, not `auto`) inside; restored after."""
   previous = keras.mixed_precision.global_policy().name
   keras.mixed_precision.set_global_policy(policy)
   try:
@@ -163,22 +161,18 @@ def precision_scope(policy: str):
     keras.mixed_precision.set_global_policy(previous)
 
 
-def set_precision(policy: str) -> str:
-  """Sets the global Keras dtype policy (before any model is built); returns it.
+def set_precision(policy: str) -> None:
+  """Sets the global Keras dtype policy (before any model is built).
 
   `mixed_float16` is meant for GPUs (with loss scaling, see
   `wrap_optimizer`); `mixed_bfloat16` for CPUs with bfloat16 support and
-  TPUs; `float32` everywhere; `auto` resolves as `resolve_precision`
-  does for training.
+  TPUs; `float32` everywhere. `auto` is resolved before, by
+  `resolve_config_precision`.
   """
-  if policy == config_lib.AUTO:
-    policy, reason = resolve_precision(policy, "train")
-    logging.info("Precision (train): %s (--mixed_precision=auto; %s).", policy, reason)
   if policy == "mixed_float16" and not tf.config.list_logical_devices("GPU"):
     logging.warning("mixed_float16 without a GPU is slow on most CPUs; "
                     "consider --mixed_precision=mixed_bfloat16.")
   keras.mixed_precision.set_global_policy(policy)
-  return policy
 
 
 def wrap_optimizer(optimizer, policy: str):

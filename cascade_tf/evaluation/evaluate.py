@@ -462,7 +462,7 @@ class _ModelRunner:
       loaded = inference.load_cascade(self.spec.path, allow_random_restorer=True,
                                       precision=self.precision)
     self.config = loaded.config
-    self.info["precision"] = runtime.resolve_precision(self.precision, "infer")[0]
+    self.info["precision"] = loaded.precision
     self.has_restorer = loaded.weights_from.get("restorer") != "random"
     self.info.update(format=("pretrained" if inference.is_pretrained(self.spec.path)
                              else "workdir"), weights_from=dict(loaded.weights_from),
