@@ -17,6 +17,9 @@ VGG16's 0-255 inputs give them.
     gradient_penalty             WGAN-GP's penalty on the critic's input gradient
     reduce_per_example           [B] -> the mean over the global batch
     global_norm                  the gradient norm every update logs
+    psnr                         per-image PSNR of [0, 1] images: the trainers'
+                                 validation (evaluation uses `metrics.psnr`,
+                                 TensorFlow, the same formula and cap)
 
 Everything is written in `keras.ops`, so the TensorFlow trainer
 (`training/steps.py`) and the JAX trainer (`training/jax_steps.py`) run the
@@ -274,3 +277,25 @@ def global_norm(tensors):
   if not squares:
     return ops.convert_to_tensor(0.0, "float32")
   return ops.sqrt(sum(squares[1:], squares[0]))
+
+
+PSNR_CAP_DB = 100.0  # dB for a perfect image; the same cap as metrics.PSNR_CAP_DB.
+
+
+def psnr(y_true, y_pred):
+  """PSNR of each image, data range 1, `y_pred` clipped to [0, 1], capped at PSNR_CAP_DB.
+
+  The validation metric of both trainers (train.py and scripts/train_jax.py,
+  through `stages.validation_scores`), in `keras.ops`; `metrics.psnr` is the
+  evaluation's TensorFlow version of the same formula (a test keeps them equal).
+
+  Args:
+    y_true: [B, H, W, C], the clean images in [0, 1].
+    y_pred: [B, H, W, C], the same shape.
+
+  Returns:
+    float32 [B], dB.
+  """
+  y_pred = ops.clip(ops.cast(y_pred, "float32"), 0.0, 1.0)
+  mse = ops.maximum(mse_loss(y_true, y_pred), 10.0**(-PSNR_CAP_DB / 10.0))
+  return -10.0 * ops.log(mse) / math.log(10.0)

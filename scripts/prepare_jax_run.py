@@ -18,11 +18,19 @@ TensorFlow happens here, once:
   a training crop is ever taken at before it is resized to S), re-encoded
   as JPEG quality 95 under `images/`. Unreadable files are skipped and
   counted. Shrinking keeps the bundle small enough to travel (the BSDS300
-  train + BSDS500 test images: 30 MB -> about 13 MB).
+  train + BSDS500 test images: 30 MB -> about 13 MB);
+* the validation batches (`--validation`, on by default): for every
+  validation track of the config's stages, the very batch train.py
+  validates on (`pipeline.validation_batch`: the first `train.val_images`
+  test images of `--dataset`, the protocol's crops and corruptions), saved
+  as `validation.npz` with `<track>.clean`, `<track>.corrupted` and
+  `<track>.mask`; the trainer scores its networks on them every
+  `--eval_every` steps, so a JAX run's validation curves are comparable with
+  train.py's.
 
     python scripts/prepare_jax_run.py --preset=paper \
         --image_dirs=../shared/data/BSDS300/images/train,../shared/data/BSDS500-test \
-        --out_dir=/tmp/jax_bundle
+        --dataset=bsd300 --manual_dir=../shared/data/BSDS300 --out_dir=/tmp/jax_bundle
 
 Then `python scripts/train_jax.py --bundle=/tmp/jax_bundle ...` on the
 machine with JAX (docs/training.md, "Training with Keras' JAX backend").
@@ -35,6 +43,9 @@ import math
 import os
 import sys
 
+# The TensorFlow side: the tf.data pipeline runs Keras ops (data/appliers.py) on
+# TensorFlow tensors, whatever KERAS_BACKEND the shell has for the trainer.
+os.environ["KERAS_BACKEND"] = "tensorflow"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # pylint: disable=g-import-not-at-top
@@ -44,9 +55,12 @@ from PIL import Image
 
 import cascade_tf  # noqa: F401  (before TensorFlow)
 from cascade_tf import cli
+from cascade_tf import config as config_lib
 from cascade_tf.data import corruptions
 from cascade_tf.data import masks as masks_lib
+from cascade_tf.data import pipeline
 from cascade_tf.data import sources
+from cascade_tf.training import stages as stages_lib
 import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 _IMAGE_DIRS = flags.DEFINE_list("image_dirs", None, "Folders of training images.")
@@ -57,7 +71,11 @@ _KERNEL_SEED = flags.DEFINE_integer("kernel_seed", 1, "Seed of the bank's draws.
 _MASKS = flags.DEFINE_integer("masks", 2048, "Hole masks in the bank when the training holes are "
                               "not the centre square.")
 _QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the packed images.")
-_CONFIG_FLAGS = ("image_size", "hole_size", "mask_family")
+_VALIDATION = flags.DEFINE_bool("validation", True, "Store train.py's validation batches (the "
+                                "first train.val_images test images of --dataset) in the bundle.")
+_CONFIG_FLAGS = ("image_size", "hole_size", "mask_family", "dataset", "data_dir", "manual_dir",
+                 "image_dir")
+VALIDATION_FILE = "validation.npz"
 cli.define_flags(flags, _CONFIG_FLAGS)
 
 
@@ -94,6 +112,24 @@ def mask_bank(data_cfg, count: int, seed: int) -> dict[str, np.ndarray]:
   drawn = masks_lib.masks(data_cfg.mask_family, seeds, size, size, data_cfg).numpy()
   return {"mask_bits": np.packbits(drawn[..., 0] > 0.5, axis=-1),
           "mask_family": np.array(data_cfg.mask_family)}
+
+
+def validation_batches(cfg) -> dict[str, np.ndarray]:
+  """train.py's validation batch of every validation track of the config's stages.
+
+  {"<track>.clean", "<track>.corrupted", "<track>.mask"}: float32 NumPy
+  arrays from `pipeline.validation_batch` on the test split of
+  `cfg.data.dataset`.
+  """
+  tracks = sorted({config_lib.validation_track(cfg.stage_track(stage))
+                   for stage in stages_lib.STAGES})
+  source = sources.load_source(cfg.data, "test")
+  arrays = {}
+  for track in tracks:
+    batch = pipeline.validation_batch(cfg.data, track, cfg.train.val_images, source=source)
+    for name in ("clean", "corrupted", "mask"):
+      arrays[f"{track}.{name}"] = batch[name].numpy().astype(np.float32)
+  return arrays
 
 
 def pack_images(image_dirs, out_dir: str, short_side: int, quality: int) -> dict:
@@ -143,10 +179,17 @@ def main(argv):
   if cfg.data.mask_family != "centre":
     bank.update(mask_bank(cfg.data, _MASKS.value, _KERNEL_SEED.value))
   np.savez(os.path.join(_OUT_DIR.value, "corruption_bank.npz"), **bank)
+  validation = {}
+  if _VALIDATION.value:
+    validation = validation_batches(cfg)
+    np.savez_compressed(os.path.join(_OUT_DIR.value, VALIDATION_FILE), **validation)
   info = {"image_dirs": _IMAGE_DIRS.value, "short_side": short_side,
           "jpeg_quality": _QUALITY.value, "kernels": int(bank["blur_kernel"].shape[0]),
           "kernel_seed": _KERNEL_SEED.value, "mask_family": cfg.data.mask_family,
-          "masks": int(bank["mask_bits"].shape[0]) if "mask_bits" in bank else 0, **counts}
+          "masks": int(bank["mask_bits"].shape[0]) if "mask_bits" in bank else 0,
+          "validation": {"dataset": cfg.data.dataset, "images": {
+              k.split(".")[0]: int(v.shape[0]) for k, v in validation.items()}},
+          **counts}
   with open(os.path.join(_OUT_DIR.value, "bundle.json"), "w") as f:
     json.dump(info, f, indent=1)
   print(json.dumps(info))

@@ -39,7 +39,16 @@ and flipped. What differs:
   weights unless `--from_scratch`);
 * NaN or Inf losses are checked at every logged step (`--log_every`), not
   at every step, to keep the device busy;
-* no validation during training: score the result with evaluate.py.
+* validation (`--eval_every`, the config's `train.eval_every`) scores the
+  bundle's stored batches (`validation.npz`: train.py's own validation
+  batch of each track, see prepare_jax_run.py) with the same
+  `stages.validation_scores`; no early stopping and no image summaries. A
+  bundle made without them trains without validation (a line says so).
+
+Every logged step and every validation is appended to
+`<out_dir>/<stage>/metrics.jsonl` in train.py's format, which
+`scripts/import_weights.py` copies into the workdir: `training_report.py`
+and `report.plot_runs` draw a JAX run's curves like any other.
 
     KERAS_BACKEND=jax python scripts/train_jax.py --bundle=/tmp/jax_bundle \
         --out_dir=/tmp/jax_run --preset=paper --lambda_per=0 \
@@ -84,8 +93,9 @@ from cascade_tf.training import stages as stages_lib
 
 STAGES = stages_lib.STAGES
 BANK_FILE = "corruption_bank.npz"
+VALIDATION_FILE = "validation.npz"  # Written by scripts/prepare_jax_run.py.
 CONFIG_FLAGS = ("image_size", "hole_size", "mask_family", "steps", "batch_size", "lr", "lambda_mse",
-                "lambda_per", "lambda_adv", "n_critic", "clip", "seed")
+                "lambda_per", "lambda_adv", "n_critic", "clip", "seed", "eval_every")
 
 _BUNDLE = flags.DEFINE_string("bundle", None, "Folder written by scripts/prepare_jax_run.py.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where weights and run.json are written.")
@@ -208,16 +218,69 @@ def load_bank(bundle: str, data_cfg) -> tuple[dict, str]:
   return bank, family
 
 
+def load_validation(bundle: str) -> dict[str, dict[str, np.ndarray]]:
+  """{track: {"clean", "corrupted", "mask"}} from the bundle's validation.npz ({} without one)."""
+  path = os.path.join(bundle, VALIDATION_FILE)
+  if not os.path.exists(path):
+    return {}
+  batches = {}
+  with np.load(path) as data:
+    for key in data.files:
+      track, name = key.rsplit(".", 1)
+      batches.setdefault(track, {})[name] = data[key]
+  return batches
+
+
+class MetricsLog:
+  """`<out_dir>/<stage>/metrics.jsonl`, started afresh for the stage (no resuming inside one)."""
+
+  def __init__(self, out_dir: str, stage: str):
+    os.makedirs(os.path.join(out_dir, stage), exist_ok=True)
+    self.path = os.path.join(out_dir, stage, "metrics.jsonl")
+    open(self.path, "w").close()  # pylint: disable=consider-using-with
+
+  def write(self, row: dict) -> None:
+    with open(self.path, "a") as f:
+      f.write(json.dumps({**row, "time": time.time()}) + "\n")
+
+
 def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, bank, cfg,
-              seconds: float | None, key, log_every: int) -> dict:
-  """Trains `stage` for its steps or `seconds`; writes the weights back into `models`."""
+              seconds: float | None, key, log_every: int, validation: dict | None = None,
+              out_dir: str | None = None) -> dict:
+  """Trains `stage` for its steps or `seconds`; writes the weights back into `models`.
+
+  `validation` is the bundle's {track: batch} (`load_validation`); the stage
+  is validated every `train.eval_every` steps and at its end when it holds
+  the stage's validation track. With `out_dir`, its metrics.jsonl is written.
+  """
   spec = stages_lib.SPECS[stage]
   wired = stages_lib.build_stage(cfg, stage, global_batch_size=cfg.stage_batch_size(stage),
                                  nets={name: models[name] for name in spec.models})
   lr = cfg.stage_lr(stage)
   target = cfg.stage_steps(stage)
   track = cfg.stage_track(stage)
+  val_track = config_lib.validation_track(track)
+  val_batch = (validation or {}).get(val_track)
+  eval_every = cfg.train.eval_every if val_batch is not None else 0
+  if val_batch is None and cfg.train.eval_every > 0:
+    print(f"{stage}: no validation batch for track {val_track!r} in the bundle (remake it with "
+          "scripts/prepare_jax_run.py --validation): no validation", flush=True)
+  log = MetricsLog(out_dir, stage) if out_dir else None
   sampler.set_batch_size(cfg.stage_batch_size(stage))
+  validations, eval_seconds = [], 0.0
+
+  def validate(step, values):
+    """Scores the current weights on the validation batch; returns the seconds it took."""
+    began = time.perf_counter()
+    jax_steps.write_back(wired, values)
+    scores, _ = stages_lib.validation_scores(wired, val_batch)
+    validations.append({"step": step, **scores})
+    if log:
+      log.write({"step": step, "val_track": val_track,
+                 **{f"val_{k}": v for k, v in scores.items()}})
+    print(f"{stage} step {step}: validation ({val_track}) "
+          + " ".join(f"{k}={v:.2f}" for k, v in scores.items()), flush=True)
+    return time.perf_counter() - began
 
   def compiled(update):
     optimizer, optimizer_values = jax_steps.new_optimizer(cfg, stage, update)
@@ -258,22 +321,31 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
       curve.append({"step": step, **first})
       continue
     window_steps += 1
-    elapsed = time.perf_counter() - start
-    if schedule.is_due(step, log_every, target) or (seconds is not None and elapsed >= seconds):
+    elapsed = time.perf_counter() - start  # Validations count in the time budget.
+    out_of_time = seconds is not None and elapsed >= seconds
+    if schedule.is_due(step, log_every, target) or out_of_time:
       logged = {k: float(v) for k, v in
                 stages_lib.logged_values(main_values, critic_values).items()}
       _check_finite(stage, step, logged)
-      rate = window_steps / (time.perf_counter() - window_start)
+      window = time.perf_counter() - window_start
+      rate = window_steps / window
       curve.append({"step": step, "seconds": round(elapsed, 1), **logged})
+      if log:
+        images = window_steps * cfg.stage_batch_size(stage)
+        log.write({"step": step, **logged, "steps_per_s": rate, "images_per_s": images / window})
       print(f"{stage} step {step}/{target} {elapsed:.0f}s {rate:.2f} steps/s "
             + " ".join(f"{k}={v:.4g}" for k, v in logged.items()), flush=True)
-      if seconds is not None and elapsed >= seconds:
-        break
+    if eval_every and (schedule.is_due(step, eval_every, target) or out_of_time):
+      spent = validate(step, values)
+      eval_seconds += spent
+      window_start += spent  # Validation time counts in no throughput.
+    if out_of_time:
+      break
   jax.block_until_ready(values)
   wall = time.perf_counter() - start
   jax_steps.write_back(wired, values)
   timed_steps = max(step - 1, 1)
-  timed_seconds = max(wall - (compile_seconds or 0.0), 1e-9)
+  timed_seconds = max(wall - (compile_seconds or 0.0) - eval_seconds, 1e-9)
   images_per_step = cfg.stage_batch_size(stage) * (1 + (cfg.train.n_critic if critic_step else 0))
   return {"stage": stage, "track": track, "batch_size": cfg.stage_batch_size(stage), "networks": list(spec.models),
           "steps": step, "target_steps": target,
@@ -281,7 +353,8 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
           "first_step_seconds": round(compile_seconds or 0.0, 1),
           "steps_per_s": round(timed_steps / timed_seconds, 3),
           "images_per_s": round(timed_steps * images_per_step / timed_seconds, 1),
-          "curve": curve}
+          "validation_seconds": round(eval_seconds, 1), "curve": curve,
+          "validation": validations}
 
 
 def _check_finite(stage, step, values):
@@ -321,6 +394,7 @@ def main(argv):
   seconds = _parse_pairs(_STAGE_SECONDS.value, "stage_seconds", float)
   store_dtype = _parse_pairs(_STORE_DTYPE.value, "store_dtype", str)
   bank, mask_family = load_bank(_BUNDLE.value, cfg.data)
+  validation = load_validation(_BUNDLE.value)
 
   needed = sorted({n for s in stages for n in stages_lib.SPECS[s].models})
   init = {name: _INIT_DIR.value for name in needed if _INIT_DIR.value and os.path.exists(
@@ -355,7 +429,7 @@ def main(argv):
     for stage in stages:
       key, sub = jax.random.split(key)
       result = run_stage(stage, models, sampler, bank, cfg, seconds.get(stage), sub,
-                         _LOG_EVERY.value)
+                         _LOG_EVERY.value, validation, _OUT_DIR.value)
       run["stages"].append(result)
       for name in stages_lib.SPECS[stage].models:
         weights_io.save_weights(models[name], _OUT_DIR.value, name,

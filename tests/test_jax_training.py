@@ -20,9 +20,11 @@ from cascade_tf import inference
 from cascade_tf import weights_io
 from cascade_tf.data import appliers
 from cascade_tf.data import corruptions
+from cascade_tf.data import pipeline
 from cascade_tf.data import masks as masks_lib
 from cascade_tf.training import imported
 from cascade_tf.training import loop
+from cascade_tf.training import report
 from cascade_tf.training import stages as stages_lib
 from cascade_tf.training import steps as steps_lib
 
@@ -260,7 +262,8 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   (images / "broken.jpg").write_bytes(b"not a jpeg")
   bundle = tmp_path / "bundle"
   proc = _run([ROOT / "scripts" / "prepare_jax_run.py", "--preset=tiny", f"--image_dirs={images}",
-               "--kernels=16", "--mask_family=mixed", "--masks=8", f"--out_dir={bundle}"],
+               "--kernels=16", "--mask_family=mixed", "--masks=8", f"--out_dir={bundle}",
+               "--set=train.joint_track=blind"],
               )
   assert proc.returncode == 0, proc.stderr[-3000:]
   info = json.loads((bundle / "bundle.json").read_text())
@@ -284,6 +287,15 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert sigmas[3] == draw["noise_sigma"].numpy()
   with Image.open(next((bundle / "images").glob("*astronaut*"))) as packed:
     assert min(packed.size) == 54  # ceil(32 / 0.6): the largest crop scale, no larger.
+  # train.py's validation batch of every validation track of the tiny preset's stages.
+  tiny_mixed = config_lib.with_overrides(config_lib.tiny(), {"data.mask_family": "mixed"})
+  assert info["validation"] == {"dataset": "samples",
+                                "images": {"inpaint": 4, "joint_free": 4, "restore": 4}}
+  with np.load(bundle / "validation.npz") as stored:
+    expected = pipeline.validation_batch(tiny_mixed.data, "joint_free", 4)
+    for name in ("clean", "corrupted", "mask"):
+      np.testing.assert_array_equal(stored[f"joint_free.{name}"], expected[name].numpy())
+    joint_batch = {name: stored[f"joint_free.{name}"] for name in ("clean", "corrupted", "mask")}
 
   run_dir = tmp_path / "run"
   common = [ROOT / "scripts" / "train_jax.py", f"--bundle={bundle}", f"--out_dir={run_dir}",
@@ -296,16 +308,20 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert "track 'joint' with 'centre' holes, but the bundle's corruption bank has 'mixed'" in (
       centre.stderr)
   # The blind tracks with the bank's masks, and a batch size of the restorer's own.
-  proc = _run([*common, "--lambda_per=0", "--steps=2", "--stages=dd,joint", "--from_scratch",
+  proc = _run([*common, "--lambda_per=0", "--steps=3", "--stages=dd,joint", "--from_scratch",
                "--store_dtype=critic=float16", "--log_every=1", "--mask_family=mixed",
                "--set=train.dd_track=blind_restore", "--set=train.joint_track=blind",
-               "--set=train.dd_batch_size=2"])
+               "--set=train.dd_batch_size=2", "--eval_every=2"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   run = json.loads((run_dir / "run.json").read_text())
+  # Validated at step 2 (eval_every) and at the last step, on the validation track of each
+  # training track (blind_restore -> restore, blind -> joint_free).
+  assert [v["step"] for v in run["stages"][0]["validation"]] == [2, 3]
+  assert [v["step"] for v in run["stages"][1]["validation"]] == [2, 3]
   assert [s["stage"] for s in run["stages"]] == ["dd", "joint"]
   assert [(s["track"], s["batch_size"]) for s in run["stages"]] == [("blind_restore", 2),
                                                                     ("blind", 4)]
-  assert all(s["steps"] == 2 and s["images_per_s"] > 0 for s in run["stages"])
+  assert all(s["steps"] == 3 and s["images_per_s"] > 0 for s in run["stages"])
   assert run["images"] == 3 and np.isfinite(run["stages"][-1]["curve"][-1]["mse"])
   critic_manifest = json.loads((run_dir / "critic.json").read_text())
   assert critic_manifest["store_dtype"] == "float16" and critic_manifest["backend"] == "jax"
@@ -316,10 +332,23 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   cfg = inference.load_config(str(workdir))
-  assert cfg.stage_steps("joint") == 2 and cfg.preset == "tiny"
+  assert cfg.stage_steps("joint") == 3 and cfg.preset == "tiny"
   assert cfg.generator.num_levels == 2 and cfg.critic.convs_per_group == (1, 1)
   loaded = inference.load_workdir_cascade(str(workdir), fold_batch_norm=False)
-  assert all("/joint/checkpoints/ckpt-2" in path for path in loaded.weights_from.values())
+  assert all("/joint/checkpoints/ckpt-3" in path for path in loaded.weights_from.values())
+  # The run's metrics.jsonl files came along: the JAX validation, in train.py's format.
+  curves = report.load_metrics(str(workdir))
+  assert [r["step"] for r in curves["dd"]["train"]] == [2, 3]  # (Step 1 is the compile.)
+  assert [r["val_track"] for r in curves["dd"]["val"]] == ["restore", "restore"]
+  assert [r["val_track"] for r in curves["joint"]["val"]] == ["joint_free", "joint_free"]
+  # ... and the last one scored the weights it ended with: TensorFlow's validation of the
+  # imported networks on the same batch agrees.
+  joint_stage = stages_lib.build_stage(cfg, "joint", global_batch_size=4, nets={
+      "generator": loaded.generator, "restorer": loaded.restorer,
+      **stages_lib.build_networks(cfg, ["critic"])})
+  scores, _ = stages_lib.validation_scores(joint_stage, joint_batch)
+  for name, value in scores.items():
+    assert curves["joint"]["val"][-1][f"val_{name}"] == pytest.approx(value, abs=0.01), name
   [generator] = stages_lib.build_networks(cfg, ["generator"]).values()
   weights_io.load_weights(generator, str(run_dir), "generator")
   for a, b in zip(_weights(generator), _weights(loaded.generator)):

@@ -131,3 +131,19 @@ def test_reduce_per_example_divides_by_global_batch():
   assert float(value) == pytest.approx(10.0 / 8)
   with pytest.raises(ValueError, match="global_batch_size"):
     losses.reduce_per_example(tf.constant([1.0]), 0)
+
+
+def test_validation_psnr_is_the_evaluation_psnr():
+  """losses.psnr (keras.ops: both trainers' validation) = metrics.psnr (the evaluation's)."""
+  from cascade_tf import metrics  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  clean = rng.uniform(size=(3, 8, 8, 3)).astype(np.float32)
+  # Out-of-range outputs are clipped by both; an exact copy reaches the same cap.
+  noisy = clean + rng.normal(0, 0.3, size=clean.shape).astype(np.float32)
+  for pred in (noisy, clean, clean + 1e-3):
+    np.testing.assert_allclose(np.asarray(losses.psnr(clean, pred)),
+                               metrics.psnr(clean, pred).numpy(), atol=1e-4)
+  assert losses.PSNR_CAP_DB == metrics.PSNR_CAP_DB
+  assert float(losses.psnr(clean, clean)[0]) == pytest.approx(losses.PSNR_CAP_DB, abs=1e-4)
+  # 0.1 everywhere: 20 dB.
+  assert float(losses.psnr(clean * 0, clean * 0 + 0.1)[0]) == pytest.approx(20.0, abs=1e-4)

@@ -231,6 +231,21 @@ def make_dataset(cfg: DataConfig,
   return dataset.prefetch(AUTOTUNE)
 
 
+def validation_batch(cfg: DataConfig, track: str, num_images: int,
+                     source: sources_lib.ImageSource | None = None) -> dict:
+  """The trainers' fixed validation batch: the first `num_images` test images on `track`.
+
+  `track` is an evaluation track (`config.validation_track` of a stage's
+  training track); the images, crops and corruptions are the protocol's
+  (`make_dataset(..., training=False)`), so every validation of a run, and
+  of every run on the same data, scores the same batch. train.py builds it
+  per stage; scripts/prepare_jax_run.py stores it in the JAX trainer's bundle.
+  Returns the batch's dict of tensors (fewer images if the split has fewer).
+  """
+  return next(iter(make_dataset(cfg, split="test", track=track, batch_size=num_images,
+                                training=False, source=source, max_images=num_images)))
+
+
 def log_skipped(source: sources_lib.ImageSource) -> None:
   """Logs how many unreadable files a source has skipped so far."""
   if source.skipped.count:

@@ -11,6 +11,9 @@ last trained each network:
                                           it actually made, so it reads as
                                           complete
     <workdir>/<stage>/checkpoints/ckpt-N  the networks of that stage
+    <workdir>/<stage>/metrics.jsonl       every stage's logged losses and
+                                          validations (train.py's format), when
+                                          the run wrote them
     <workdir>/imported.json               run.json: provenance, throughput
                                           and loss curves
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import tensorflow as tf
 
@@ -77,6 +81,11 @@ def import_run(run_dir: str, workdir: str) -> dict[str, str]:
                                          max_to_keep=3)
     path = manager.save(checkpoint_number=stage_steps[stage])
     written.update({name: path for name in names})
+  for stage in stage_steps:
+    metrics_path = os.path.join(run_dir, stage, "metrics.jsonl")
+    if os.path.exists(metrics_path):
+      os.makedirs(loop.stage_dir(workdir, stage), exist_ok=True)
+      shutil.copyfile(metrics_path, os.path.join(loop.stage_dir(workdir, stage), "metrics.jsonl"))
   with open(os.path.join(workdir, "imported.json"), "w") as f:
     json.dump({"run_dir": os.path.abspath(run_dir), "checkpoints": written, **run}, f, indent=1)
   return written

@@ -63,9 +63,7 @@ import keras
 import tensorflow as tf
 
 from cascade_tf import config as config_lib
-from cascade_tf import metrics
 from cascade_tf import pretrained
-from cascade_tf import ranges
 from cascade_tf import runtime
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
@@ -281,22 +279,7 @@ def _check_finite(stage: str, step: int, values: dict[str, float], manager,
 
 
 # --------------------------------------------------------------------------
-# Validation.
-
-
-def validation_scores(stage: stages_lib.Stage, batch) -> tuple[dict[str, float], dict]:
-  """PSNR of the stage's outputs (and of the corrupted input) on a fixed batch.
-
-  Returns (scores, {output name: [B, S, S, 3] in [0, 1]}).
-  """
-  outputs = {name: ranges.from_model(images) for name, images in
-             stage.outputs(ranges.to_model(batch["corrupted"]), batch["mask"],
-                           training=False).items()}
-  clean = batch["clean"]
-  scores = {"psnr_identity": float(tf.reduce_mean(metrics.psnr(clean, batch["corrupted"])))}
-  for name, images in outputs.items():
-    scores[f"psnr_{name}"] = float(tf.reduce_mean(metrics.psnr(clean, images)))
-  return scores, outputs
+# Early stopping (the validation itself: `stages.validation_scores`).
 
 
 EARLY_STOP_FILE = "early_stop.json"
@@ -551,9 +534,7 @@ def train_stage(cfg: config_lib.Config,
                                     source=train_source,
                                     start_index=int(batches_var.numpy()) * global_batch)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    val_batch = next(iter(pipeline.make_dataset(
-        cfg.data, split="test", track=val_track, batch_size=t.val_images, training=False,
-        source=test_source, max_images=t.val_images)))
+    val_batch = pipeline.validation_batch(cfg.data, val_track, t.val_images, source=test_source)
 
     jit = runtime.resolve_jit_compile(t.jit_compile, strategy)
     wired = stages_lib.build_stage(cfg, stage, global_batch_size=global_batch, nets=nets, vgg=vgg)
@@ -612,7 +593,7 @@ def train_stage(cfg: config_lib.Config,
             with tf.io.gfile.GFile(metrics_path, "a") as f:
               f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
         if eval_due:
-          validation, outputs = validation_scores(wired, val_batch)
+          validation, outputs = stages_lib.validation_scores(wired, val_batch)
           with summary_writer.as_default(step=step):
             for name, value in validation.items():
               tf.summary.scalar(f"{stage}/val_{name}", value)

@@ -32,8 +32,11 @@ import functools
 from typing import Callable, Mapping
 
 import keras
+from keras import ops
 
 from cascade_tf import config as config_lib
+from cascade_tf import losses
+from cascade_tf import ranges
 from cascade_tf.models import critic as critic_lib
 from cascade_tf.models import generator as generator_lib
 from cascade_tf.models import restorer as restorer_lib
@@ -114,6 +117,32 @@ class Stage:
     """The stage's `forward` outputs ({"inpainted"} and/or {"restored"}), [-1, 1]."""
     return forward(corrupted_pm1, self.nets.get("generator"), self.nets.get("restorer"),
                    mask=mask, composite=self.composite, training=training)
+
+
+def validation_scores(stage: Stage, batch) -> tuple[dict[str, float], dict]:
+  """Mean PSNR of the stage's outputs (and of the corrupted input) on a fixed batch.
+
+  The validation of both trainers (`training/loop.py` and
+  scripts/train_jax.py); the networks run in inference mode on their
+  current weights.
+
+  Args:
+    stage: from `build_stage`.
+    batch: {"clean", "corrupted", "mask"}, [B, S, S, C] in [0, 1] (the mask
+      [B, S, S, 1]); tensors or NumPy arrays.
+
+  Returns:
+    ({"psnr_identity", "psnr_<output>"...: dB}, {output name: [B, S, S, 3]
+    on [0, 1], not clipped}).
+  """
+  outputs = {name: ranges.from_model(images) for name, images in
+             stage.outputs(ranges.to_model(batch["corrupted"]), batch["mask"],
+                           training=False).items()}
+  clean = batch["clean"]
+  scores = {"psnr_identity": float(ops.mean(losses.psnr(clean, batch["corrupted"])))}
+  for name, images in outputs.items():
+    scores[f"psnr_{name}"] = float(ops.mean(losses.psnr(clean, images)))
+  return scores, outputs
 
 
 def build_networks(cfg: config_lib.Config, names) -> dict[str, keras.Model]:
