@@ -575,6 +575,27 @@ def to_dict(config: Config) -> dict[str, Any]:
   return dataclasses.asdict(config)
 
 
+def overrides_between(base: Config, config: Config) -> dict[str, str]:
+  """{"section.field": command-line string} that turn `base` into `config`.
+
+  `with_overrides(base, overrides_between(base, config)) == config`: how a
+  resolved config is handed to another program as `--set` flags (e.g.
+  scripts/table2.py's calls of scripts/train_jax.py). The preset name is
+  not included.
+  """
+  def as_text(value):
+    if value is None:
+      return "none"
+    if isinstance(value, (tuple, list)):
+      return ",".join(as_text(v) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+  before, after = to_dict(base), to_dict(config)
+  return {f"{section}.{field}": as_text(value)
+          for section, fields in after.items() if isinstance(fields, dict)
+          for field, value in fields.items() if before[section][field] != value}
+
+
 def to_json(config: Config) -> str:
   return json.dumps(to_dict(config), indent=2, sort_keys=True)
 

@@ -73,8 +73,10 @@ _MASKS = flags.DEFINE_integer("masks", 2048, "Hole masks in the bank when the tr
 _QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the packed images.")
 _VALIDATION = flags.DEFINE_bool("validation", True, "Store train.py's validation batches (the "
                                 "first train.val_images test images of --dataset) in the bundle.")
-_CONFIG_FLAGS = ("image_size", "hole_size", "mask_family", "dataset", "data_dir", "manual_dir",
-                 "image_dir")
+# Every config flag of train.py, so that the bundle is made with the very flags the
+# run trains with (scripts/table2.py --trainer=jax); the data's, the masks' and
+# the stages' tracks (for the validation batches) are the ones that matter here.
+_CONFIG_FLAGS = cli.TRAIN_FLAGS
 VALIDATION_FILE = "validation.npz"
 cli.define_flags(flags, _CONFIG_FLAGS)
 

@@ -32,6 +32,22 @@ was enough for them to flatten.
 Then `evaluate.py --compare=<run>=ROOT/<run>,...` on --eval_dataset (the
 flags after `--` that name the data are passed on) writes
 ROOT/eval/results.json, results.md and the figures.
+
+On a GPU machine without TensorFlow (this project's lent ones), `--trainer=jax`
+trains each run with one `scripts/train_jax.py` call instead, from a bundle
+of `scripts/prepare_jax_run.py` (made here, with the same flags, so that it
+holds the validation batches), into ROOT/<run>/jax: the same stages, image
+budgets and seeds, the config handed over as `--set` flags
+(`config.overrides_between`); `no_pretrain` gets `--from_scratch`. Back
+here, the same command with `--evaluate_only` imports every ROOT/<run>/jax
+into the workdir ROOT/<run> (`training/imported.py`, validation curves
+included), then plots and scores as above:
+
+    python scripts/prepare_jax_run.py --out_dir=bundle --image_dirs=... <the flags after -->
+    KERAS_BACKEND=jax python scripts/table2.py --trainer=jax --bundle=bundle --noevaluate \\
+        --root=runs/table2 --images=60000 --seeds=0,1,2 -- <flags>        # there
+    python scripts/table2.py --trainer=jax --evaluate_only --root=runs/table2 \\
+        --images=60000 --seeds=0,1,2 -- <flags>                           # here
 """
 
 from __future__ import annotations
@@ -51,7 +67,6 @@ sys.path.insert(0, REPO)
 
 from cascade_tf import cli  # pylint: disable=g-import-not-at-top
 from cascade_tf import config as config_lib  # pylint: disable=g-import-not-at-top
-from cascade_tf.training import report  # pylint: disable=g-import-not-at-top
 
 VARIANTS = ("intact", "only_gan", "no_pretrain")
 CURVES = "curves.png"  # Every run's validation PSNR against the images it has seen.
@@ -66,6 +81,12 @@ _SPLIT = flags.DEFINE_list("split", ["pretrain:0.4", "gan:0.2", "dd:0.2", "joint
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs training at once (one thread each).")
 _EVALUATE_ONLY = flags.DEFINE_bool("evaluate_only", False, "Skip training; only score.")
 _EVALUATE = flags.DEFINE_bool("evaluate", True, "Score the runs with evaluate.py at the end.")
+_TRAINER = flags.DEFINE_enum("trainer", "train_py", ["train_py", "jax"],
+                             "train_py: train.py (TensorFlow); jax: scripts/train_jax.py from "
+                             "--bundle, into ROOT/<run>/jax (imported by --evaluate_only).")
+_BUNDLE = flags.DEFINE_string("bundle", None, "--trainer=jax: scripts/prepare_jax_run.py's "
+                              "bundle.")
+JAX_DIR = "jax"  # ROOT/<run>/jax: a --trainer=jax run's scripts/train_jax.py output.
 _EVAL_FLAGS = flags.DEFINE_list(
     "eval_flags", ["--figure_images=3", "--notiming"],
     "Extra flags of evaluate.py (the data flags after `--` are passed on too).")
@@ -118,18 +139,23 @@ def critic_images(cfg: config_lib.Config, stage: str, images: int) -> int:
   return steps * cfg.train.n_critic * cfg.stage_batch_size(stage)
 
 
+class DefineInto:
+  """absl's `flags` module, defining into the FlagValues given (cli.define_flags's argument)."""
+
+  def __init__(self, values: flags.FlagValues):
+    self.values = values
+
+  def __getattr__(self, name):
+    return functools.partial(getattr(flags, name), flag_values=self.values)
+
+
 def _config(train_flags) -> config_lib.Config:
   """The config the runs train with, resolved from the flags as train.py resolves them."""
   for flag in train_flags:
     if "=" not in flag and not flag.startswith("--no"):
       raise ValueError(f"{flag}: pass the training flags after `--` as --name=value.")
   values = flags.FlagValues()
-
-  class _DefineInto:  # cli.define_flags's `flags_module`, defining into `values`.
-    def __getattr__(self, name):
-      return functools.partial(getattr(flags, name), flag_values=values)
-
-  cli.define_flags(_DefineInto(), cli.TRAIN_FLAGS)
+  cli.define_flags(DefineInto(values), cli.TRAIN_FLAGS)
   try:
     values(["train.py", *train_flags])
   except flags.Error as e:
@@ -149,6 +175,39 @@ def train_commands(run_dir: str, variant: str, seed: str, budgets: dict[str, int
       command.append("--init_from=scratch")
     commands.append(command)
   return commands
+
+
+def jax_command(run_dir: str, variant: str, seed: str, budgets: dict[str, int],
+                cfg: config_lib.Config, bundle: str) -> list[str]:
+  """The one scripts/train_jax.py call of a run: its stages, budgets and seed, into RUN/jax."""
+  preset = config_lib.get_preset(cfg.preset)
+  sets = [f"--set={key}={value}"
+          for key, value in config_lib.overrides_between(preset, cfg).items()
+          if key != "train.seed" and not key.endswith("_images")]
+  command = [sys.executable, os.path.join(REPO, "scripts", "train_jax.py"), f"--bundle={bundle}",
+             f"--out_dir={os.path.join(run_dir, JAX_DIR)}", f"--preset={cfg.preset}", *sets,
+             f"--seed={seed}", f"--stages={','.join(budgets)}",
+             *(f"--set=train.{stage}_images={images}" for stage, images in budgets.items())]
+  if variant == "no_pretrain":
+    command.append("--from_scratch")
+  return command
+
+
+def import_jax_runs(root: str, names) -> list[str]:
+  """Imports each ROOT/<run>/jax (a finished train_jax.py run) into the workdir ROOT/<run>.
+
+  A run already imported (its workdir has config.json) is left alone.
+  Returns the runs imported now.
+  """
+  from cascade_tf.training import imported  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  done = []
+  for name in names:
+    run_dir, workdir = os.path.join(root, name, JAX_DIR), os.path.join(root, name)
+    if (os.path.exists(os.path.join(run_dir, "run.json"))
+        and not os.path.exists(os.path.join(workdir, "config.json"))):
+      imported.import_run(run_dir, workdir)
+      done.append(name)
+  return done
 
 
 def _run_one(name: str, commands, log_path: str) -> str:
@@ -181,6 +240,9 @@ def main(argv):
   runs = {f"{variant}_s{seed}": (variant, seed) for variant in _VARIANTS.value
           for seed in _SEEDS.value}
 
+  jax = _TRAINER.value == "jax"
+  if jax and not _EVALUATE_ONLY.value and not _BUNDLE.value:
+    raise app.UsageError("--trainer=jax needs --bundle (scripts/prepare_jax_run.py).")
   if not _EVALUATE_ONLY.value:
     try:
       cfg = _config(train_flags)
@@ -200,19 +262,31 @@ def main(argv):
     with open(os.path.join(_ROOT.value, "budgets.json"), "w") as f:
       json.dump({"images_per_variant": _IMAGES.value, "split": split, "train_flags": train_flags,
                  "runs": plan}, f, indent=2)
+    def commands(name, variant, seed):
+      run_dir = os.path.join(_ROOT.value, name)
+      if jax:
+        return [jax_command(run_dir, variant, seed, plan[name]["images"], cfg, _BUNDLE.value)]
+      return train_commands(run_dir, variant, seed, plan[name]["images"], train_flags)
+
     with concurrent.futures.ThreadPoolExecutor(max(1, _PARALLEL.value)) as pool:
-      futures = [pool.submit(_run_one, name,
-                             train_commands(os.path.join(_ROOT.value, name), variant, seed,
-                                            plan[name]["images"], train_flags),
+      futures = [pool.submit(_run_one, name, commands(name, variant, seed),
                              os.path.join(_ROOT.value, f"{name}.log"))
                  for name, (variant, seed) in runs.items()]
       failures = [f.result() for f in futures if f.result()]
     if failures:
       sys.exit("table2.py: error:\n" + "\n".join(failures))
 
+  if jax and not _EVALUATE.value and not _EVALUATE_ONLY.value:
+    print(f"Trained into {_ROOT.value}/<run>/{JAX_DIR}; where TensorFlow is, run the same "
+          "command with --evaluate_only to import, plot and score them.", flush=True)
+    return
+  if jax:
+    for name in import_jax_runs(_ROOT.value, runs):
+      print(f"Imported {name}/{JAX_DIR} into {os.path.join(_ROOT.value, name)}", flush=True)
   trained = {name: os.path.join(_ROOT.value, name) for name in runs
              if os.path.exists(os.path.join(_ROOT.value, name, "config.json"))}
   if trained:
+    from cascade_tf.training import report  # pylint: disable=g-import-not-at-top  (matplotlib)
     curves = os.path.join(_ROOT.value, CURVES)
     report.plot_runs(trained, curves, title=f"{_IMAGES.value or ''} images per variant".strip())
     print(f"Wrote {curves}", flush=True)

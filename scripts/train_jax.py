@@ -319,6 +319,8 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
                stages_lib.logged_values(main_values, critic_values).items()}
       _check_finite(stage, step, first)
       curve.append({"step": step, **first})
+      if eval_every and step == target:  # A one-step stage is validated too.
+        eval_seconds += validate(step, values)
       continue
     window_steps += 1
     elapsed = time.perf_counter() - start  # Validations count in the time budget.

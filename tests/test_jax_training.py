@@ -311,7 +311,7 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   proc = _run([*common, "--lambda_per=0", "--steps=3", "--stages=dd,joint", "--from_scratch",
                "--store_dtype=critic=float16", "--log_every=1", "--mask_family=mixed",
                "--set=train.dd_track=blind_restore", "--set=train.joint_track=blind",
-               "--set=train.dd_batch_size=2", "--eval_every=2"])
+               "--set=train.dd_batch_size=2", "--set=train.dd_images=6", "--eval_every=2"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   run = json.loads((run_dir / "run.json").read_text())
   # Validated at step 2 (eval_every) and at the last step, on the validation track of each
@@ -333,6 +333,8 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   cfg = inference.load_config(str(workdir))
   assert cfg.stage_steps("joint") == 3 and cfg.preset == "tiny"
+  # The dd stage's image budget (6 images, batch 2) became the 3 steps it made.
+  assert (cfg.train.dd_images, cfg.train.dd_steps) == (None, 3)
   assert cfg.generator.num_levels == 2 and cfg.critic.convs_per_group == (1, 1)
   loaded = inference.load_workdir_cascade(str(workdir), fold_batch_norm=False)
   assert all("/joint/checkpoints/ckpt-3" in path for path in loaded.weights_from.values())

@@ -88,3 +88,44 @@ def test_curves_put_every_run_on_one_axis_of_images_seen(tmp_path):
   assert drawn["no_pretrain_s0"]["joint"]["validation"]["restored"] == [(10, 18.5), (20, 19.0)]
   with pytest.raises(ValueError, match="has no"):  # Not a workdir.
     report.plot_runs({"x": str(tmp_path)}, str(tmp_path / "x.png"))
+
+
+def test_jax_command_hands_the_resolved_config_to_train_jax():
+  """--trainer=jax: one train_jax.py call per run whose flags rebuild the very config."""
+  from absl import flags as absl_flags
+  from cascade_tf import cli
+  train_flags = ["--preset=cpu", "--lambda_per=0", "--dataset=bsd300", "--manual_dir=/d",
+                 "--set=generator.dilations=1,2", "--set=train.gan_lr=3e-05", "--n_critic=3"]
+  cfg = table2._config(train_flags)
+  budgets = table2.stage_budgets("no_pretrain", 100, SPLIT)
+  command = table2.jax_command("/r/no_pretrain_s2", "no_pretrain", "2", budgets, cfg, "/b")
+  assert command[1].endswith("scripts/train_jax.py")
+  own = {"--bundle=/b", "--out_dir=/r/no_pretrain_s2/jax", "--stages=joint", "--from_scratch"}
+  assert own <= set(command)
+  values = absl_flags.FlagValues()  # train_jax.py's own flags, and the config's.
+  define = table2.DefineInto(values)
+  for name in ("bundle", "out_dir", "stages"):
+    define.DEFINE_string(name, None, "")
+  define.DEFINE_bool("from_scratch", False, "")
+  cli.define_flags(define, ("seed",))
+  values(["train_jax.py", *command[2:]])
+  rebuilt = cli.config_from_flags(values, ("seed",))
+  expected = config.with_overrides(cfg, {"train.seed": 2, "train.joint_images": 100})
+  assert rebuilt == expected
+  intact = table2.jax_command("/r/i", "intact", "0", table2.stage_budgets("intact", 100, SPLIT),
+                              cfg, "/b")
+  assert "--stages=pretrain,gan,dd,joint" in intact and "--from_scratch" not in intact
+
+
+def test_import_jax_runs_imports_finished_runs_once(tmp_path, monkeypatch):
+  from cascade_tf.training import imported
+  calls = []
+  monkeypatch.setattr(imported, "import_run", lambda run_dir, workdir: calls.append(
+      (run_dir, workdir)))
+  for name, files in (("a_s0", ["jax/run.json"]), ("b_s0", ["jax/run.json", "config.json"]),
+                      ("c_s0", [])):
+    for file in files:
+      (tmp_path / name / file).parent.mkdir(parents=True, exist_ok=True)
+      (tmp_path / name / file).write_text("{}")
+  assert table2.import_jax_runs(str(tmp_path), ["a_s0", "b_s0", "c_s0"]) == ["a_s0"]
+  assert calls == [(str(tmp_path / "a_s0" / "jax"), str(tmp_path / "a_s0"))]

@@ -8,7 +8,8 @@ last trained each network:
 
     <workdir>/config.json                 the run's config; every imported
                                           stage's step count set to the steps
-                                          it actually made, so it reads as
+                                          it actually made (in place of an
+                                          image budget), so it reads as
                                           complete
     <workdir>/<stage>/checkpoints/ckpt-N  the networks of that stage
     <workdir>/<stage>/metrics.jsonl       every stage's logged losses and
@@ -63,8 +64,10 @@ def import_run(run_dir: str, workdir: str) -> dict[str, str]:
     for name in stage["networks"]:
       last_stage[name] = stage["stage"]
   cfg = config_lib.from_dict(run["config"])
+  # The steps it made, in place of an image budget (`train.<stage>_images`) it had.
   cfg = config_lib.with_overrides(
-      cfg, {f"train.{stage}_steps": steps for stage, steps in stage_steps.items()})
+      cfg, {**{f"train.{stage}_images": None for stage in stage_steps},
+            **{f"train.{stage}_steps": steps for stage, steps in stage_steps.items()}})
   loop.save_config(cfg, workdir)
 
   written = {}
