@@ -35,7 +35,8 @@ _CONFIG_FLAGS = {
     "lambda_per": ("loss.lambda_per", "Weight of the VGG16 perceptual term, eq. (7); 0 disables "
                    "it (and the VGG16 weights are then not needed)."),
     "lambda_adv": ("loss.lambda_adv", "Weight of the Wasserstein generator term, eq. (7)."),
-    "n_critic": ("train.n_critic", "Critic updates per generator update (paper/WGAN: 5)."),
+    "n_critic": ("train.n_critic", "Critic updates per generator update (paper/WGAN: 5); 0 with "
+                 "--lambda_adv=0: gan and joint without the adversary."),
     "clip": ("train.clip", "Critic weight-clipping bound (paper/WGAN: 0.01)."),
     "vgg_weights": ("loss.vgg_weights", "VGG16 weights of the perceptual loss: imagenet "
                     "(downloaded by Keras), a local .h5 path, or none (random: tests only)."),

@@ -187,7 +187,10 @@ class TrainConfig:
   optimizer: str = "rmsprop"
   lr_decay: str = "constant"
   clip: float = 0.01  # Critic weight-clipping bound. Paper (WGAN): 0.01.
-  n_critic: int = 5  # Critic steps per generator step. Paper (WGAN): 5.
+  # Critic steps per generator step. Paper (WGAN): 5. 0 (beyond the paper; needs
+  # loss.lambda_adv=0): `gan` and `joint` train no critic, i.e. `joint` fine-tunes the
+  # cascade end to end on eq. (7)'s pixel terms alone.
+  n_critic: int = 5
   steps: int = 1000  # Steps per stage unless a per-stage value is set.
   pretrain_steps: int | None = None  # Steps of stage `pretrain` (None: `steps`).
   gan_steps: int | None = None  # Steps of stage `gan` (None: `steps`).
@@ -494,11 +497,17 @@ def validate(config: Config) -> Config:
     raise ValueError(f"data.folder_test_fraction={d.folder_test_fraction}: must be in [0, 1).")
   for name, value in (("generator.base_filters", g.base_filters), ("critic.base_filters", c.base_filters),
                       ("restorer.filters", r.filters), ("critic.dense_units", c.dense_units),
-                      ("train.batch_size", t.batch_size), ("train.n_critic", t.n_critic),
+                      ("train.batch_size", t.batch_size),
                       ("train.checkpoint_every", t.checkpoint_every), ("train.eval_every", t.eval_every),
                       ("train.log_every", t.log_every), ("train.val_images", t.val_images)):
     if value < 1:
       raise ValueError(f"{name}={value}: must be >= 1.")
+  if t.n_critic < 0:
+    raise ValueError(f"train.n_critic={t.n_critic}: must be >= 0.")
+  if t.n_critic == 0 and config.loss.lambda_adv != 0:
+    raise ValueError(f"train.n_critic=0 trains no critic: loss.lambda_adv={config.loss.lambda_adv} "
+                     "would push the generator with an untrained one; set it to 0 (stages gan "
+                     "and joint without the adversary) or n_critic >= 1.")
   if r.num_encode < 1 or r.num_decode < 1:
     raise ValueError("restorer.num_encode and restorer.num_decode must be >= 1.")
   if t.lr <= 0 or t.clip <= 0:

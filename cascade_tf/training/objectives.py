@@ -139,7 +139,7 @@ def _perceptual(vgg, targets, outputs, global_batch_size, size):
 
 
 def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size: int,
-                        vgg=None, composite: bool = False):
+                        vgg=None, composite: bool = False, adversarial: bool = True):
   """Eq. (7): lambda_mse MSE + lambda_per perceptual + lambda_adv eq. (6).
 
   Without a restorer in `nets` (stage `gan`) every term is on G(x). With
@@ -161,6 +161,8 @@ def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size:
     vgg: the VGG16 feature extractor (`models.perceptual`), required when
       loss_cfg.lambda_per > 0.
     composite: the config's `generator.composite` (`models.cascade.forward`).
+    adversarial: False when no critic is trained (`train.n_critic=0`, which
+      needs lambda_adv = 0): the critic is not run and "adversarial" is 0.
 
   Returns:
     (total, {"mse", "perceptual", "adversarial"} and, with a restorer,
@@ -174,8 +176,9 @@ def generator_objective(nets, batch, *, loss_cfg: LossConfig, global_batch_size:
   terms = {
       "mse": _mean(losses.mse_loss(targets, final), global_batch_size),
       "perceptual": ops.convert_to_tensor(0.0, "float32"),
-      "adversarial": _mean(losses.wasserstein_generator_loss(
-          nets["critic"](outputs["inpainted"], training=False)), global_batch_size),
+      "adversarial": (_mean(losses.wasserstein_generator_loss(
+          nets["critic"](outputs["inpainted"], training=False)), global_batch_size)
+                      if adversarial else ops.convert_to_tensor(0.0, "float32")),
   }
   if loss_cfg.lambda_per > 0:
     terms["perceptual"] = _perceptual(vgg, targets, final, global_batch_size,

@@ -191,9 +191,10 @@ def build_stage(cfg: config_lib.Config, stage: str, *, global_batch_size: int,
                                        loss=cfg.loss.reconstruction, **common)
   else:
     main_objective = functools.partial(objectives.generator_objective, nets, loss_cfg=cfg.loss,
-                                       vgg=vgg, **common)
+                                       vgg=vgg, adversarial=cfg.train.n_critic > 0, **common)
   updates = []
-  if spec.adversarial:
+  # train.n_critic=0 (with loss.lambda_adv=0): `gan` and `joint` without the adversary.
+  if spec.adversarial and cfg.train.n_critic > 0:
     gp = cfg.loss.critic_constraint == "gp"
     updates.append(Update("critic", functools.partial(
         objectives.critic_objective, nets, lambda_gp=cfg.loss.lambda_gp if gp else 0.0,
