@@ -251,12 +251,10 @@ def test_joint_without_the_adversary_trains_no_critic(cfg):
     wired = stages.build_stage(c, stage, global_batch_size=2)
     assert wired.critic is None and [u.name for u in wired.updates] == ["main"]
   calls = []
-  critic = wired.nets["critic"]
   wired.nets["critic"].call = lambda *a, **k: calls.append(1)  # Must not be reached.
   total, terms = wired.main.objective(_batch(3))
   assert not calls and float(terms["adversarial"]) == 0.0
   assert float(total) == pytest.approx(float(terms["mse"]) + float(terms["mse_intermediate"]),
                                        rel=1e-5)
-  del critic
   with pytest.raises(ValueError, match="must be >= 0"):
     config_lib.with_overrides(cfg, {"train.n_critic": -1, "loss.lambda_adv": 0.0})
