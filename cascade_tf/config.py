@@ -123,6 +123,12 @@ class GeneratorConfig:
   # input skip, instead of the constant fill (needs `mask_channel`).
   dilations: tuple[int, ...] = ()
   prefill: bool = False
+  # Beyond the paper: residual blocks after each decoder level's mirrored skip (at 1/4
+  # and 1/2 of the image size with three levels), where the paper's decoder has one
+  # transposed conv per level. Their last batch norm starts at gamma = 0, so a new block
+  # is the identity: a generator trained without them grows into one with them
+  # (`train.py --init_from=pretrained`) without changing its output at the start.
+  decoder_res_blocks: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -558,6 +564,8 @@ def validate(config: Config) -> Config:
     if d.image_size % scales:
       raise ValueError(f"data.image_size={d.image_size}: the U-Net restorer with "
                        f"{len(r.unet_filters)} scales needs a multiple of {scales}.")
+  if g.decoder_res_blocks < 0:
+    raise ValueError(f"generator.decoder_res_blocks={g.decoder_res_blocks}: must be >= 0.")
   if any(rate < 1 for rate in g.dilations):
     raise ValueError(f"generator.dilations={g.dilations}: rates must be >= 1.")
   if g.prefill and not g.mask_channel:

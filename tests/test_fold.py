@@ -29,17 +29,18 @@ def _count_bn(model):
   return sum(isinstance(l, keras.layers.BatchNormalization) for l in model.layers)
 
 
-@pytest.mark.parametrize("network", ["generator", "restorer"])
+@pytest.mark.parametrize("network", ["generator", "generator_decoder_blocks", "restorer"])
 def test_folded_network_matches_inference_mode_and_drops_every_batch_norm(network):
-  cfg = config.tiny()
+  cfg = config.with_overrides(config.tiny(), {
+      "generator.decoder_res_blocks": int(network == "generator_decoder_blocks")})
   keras.utils.set_random_seed(1)
-  model = (build_generator(cfg.generator, None) if network == "generator"
+  model = (build_generator(cfg.generator, None) if network.startswith("generator")
            else build_restorer(cfg.restorer, None))
   _randomise_batch_norm(model, seed=2)
   assert _count_bn(model) > 0
   pairs = fold.foldable_pairs(model)
   assert len(pairs) == _count_bn(model)  # Every BN of ours follows a conv.
-  if network == "generator":  # Transposed convolutions (kernel [h, w, out, in]) are folded too.
+  if network.startswith("generator"):  # Transposed convolutions (kernel [h, w, out, in]) are folded too.
     assert any(isinstance(model.get_layer(n), keras.layers.Conv2DTranspose) for n in pairs)
 
   folded = fold.fold_batch_norm(model)

@@ -378,6 +378,40 @@ def test_dilated_residual_blocks_cycle_their_rates(tiny):
     config.with_overrides(tiny, {"generator.dilations": "0"})
 
 
+def test_decoder_res_blocks_start_as_the_identity_so_a_generator_can_grow(tiny):
+  """A generator grown by decoder blocks computes what it computed before, until trained."""
+  from cascade_tf.training import loop  # pylint: disable=g-import-not-at-top
+  base = config.with_overrides(tiny, {"generator.mask_channel": True, "generator.prefill": True,
+                                      "generator.num_levels": 3})
+  keras.utils.set_random_seed(0)
+  small = build_generator(base.generator, 32)
+  grown = build_generator(config.with_overrides(base, {"generator.decoder_res_blocks": 2}
+                                                ).generator, 32)
+  # Two blocks after each decoder level but the last, at that level's width.
+  assert [grown.get_layer(f"dec{j}_res{k}_conv1").filters for j in (1, 2) for k in (1, 2)] == [
+      8, 8, 4, 4]
+  assert loop._assign_grown(grown, small) == sorted(
+      f"dec{j}_res{k}_{part}" for j in (1, 2) for k in (1, 2)
+      for part in ("bn1", "bn2", "conv1", "conv2"))
+  x = np.concatenate([_images().numpy(), _centre_mask(2, 32, 32, 8, 8, 16)], -1)
+  for training in (False, True):
+    np.testing.assert_array_equal(grown(x, training=training).numpy(),
+                                  small(x, training=training).numpy())
+  # Growing only: the larger network does not fit into the smaller, nor another width.
+  assert loop._assign_grown(small, grown) is None
+  assert loop._assign_grown(build_generator(config.with_overrides(
+      base, {"generator.base_filters": 8}).generator, 32), small) is None
+  # One training step moves the new blocks away from the identity.
+  optimizer = keras.optimizers.Adam(1e-2)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.abs(grown(x, training=True) - x[..., :3]))
+  optimizer.apply_gradients(zip(tape.gradient(loss, grown.trainable_variables),
+                                grown.trainable_variables))
+  assert float(np.abs(grown.get_layer("dec1_res1_bn2").gamma.numpy()).max()) > 0
+  with pytest.raises(ValueError, match="decoder_res_blocks"):
+    config.with_overrides(tiny, {"generator.decoder_res_blocks": -1})
+
+
 def test_unet_restorer_size_identity_and_parameters(tiny):
   cfg = config.photo()
   restorer = build_restorer(cfg.restorer, 128)

@@ -28,6 +28,11 @@ connections and an input-to-output skip:
   (`layers.PushPullFill`, no weights), which feeds the encoder and the
   input skip, so the network learns a correction of a smooth fill rather
   than the hole's content from a constant.
+* With `decoder_res_blocks` (beyond the paper) each decoder level but the
+  last is followed, after its mirrored skip, by that many residual blocks of
+  its width; their second batch norm starts at gamma = 0, so each starts as
+  the identity and a trained generator without them can grow into one with
+  them (`train.py --init_from=pretrained`) with its output unchanged.
 
 Images are in [-1, 1]; the output is not clipped. The network is fully
 convolutional: any height and width that are multiples of 2**num_levels
@@ -50,8 +55,12 @@ def _level_filters(cfg: GeneratorConfig) -> list[int]:
   return [min(cfg.base_filters * 2**i, cfg.max_filters) for i in range(cfg.num_levels)]
 
 
-def _residual_block(x, filters: int, kernel_size: int, name: str, dilation: int = 1):
-  """conv-BN-ReLU-conv-BN plus identity (Fig. 3); no activation after the sum."""
+def _residual_block(x, filters: int, kernel_size: int, name: str, dilation: int = 1,
+                    zero_init: bool = False):
+  """conv-BN-ReLU-conv-BN plus identity (Fig. 3); no activation after the sum.
+
+  With `zero_init` the second batch norm's gamma starts at 0: the block starts as
+  the identity."""
   shortcut = x
   y = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
                           dilation_rate=dilation, name=f"{name}_conv1")(x)
@@ -59,7 +68,7 @@ def _residual_block(x, filters: int, kernel_size: int, name: str, dilation: int 
   y = keras.layers.ReLU(name=f"{name}_relu")(y)
   y = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
                           dilation_rate=dilation, name=f"{name}_conv2")(y)
-  y = layers.batch_norm(f"{name}_bn2")(y)
+  y = layers.batch_norm(f"{name}_bn2", gamma_initializer="zeros" if zero_init else "ones")(y)
   return keras.layers.Add(name=f"{name}_add")([shortcut, y])
 
 
@@ -140,6 +149,9 @@ def build_generator(cfg: GeneratorConfig, image_size: int | None = None,
     x = layers.batch_norm(f"dec{j + 1}_bn")(x)
     x = keras.layers.ReLU(name=f"dec{j + 1}_relu")(x)
     x = keras.layers.Add(name=f"skip{level + 1}_add")([x, skips[level]])
+    for k in range(cfg.decoder_res_blocks):
+      x = _residual_block(x, filters[level], cfg.res_kernel_size, name=f"dec{j + 1}_res{k + 1}",
+                          zero_init=True)
 
   residual = keras.layers.Conv2DTranspose(3, cfg.down_kernel_size, strides=2, padding="same",
                                           use_bias=True, dtype="float32",

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 
-def batch_norm(name: str) -> keras.layers.BatchNormalization:
+def batch_norm(name: str, gamma_initializer: str = "ones") -> keras.layers.BatchNormalization:
   """Batch norm whose statistics span the global batch under tf.distribute.
 
   With `synchronized=True` every replica normalises with the mean and
@@ -15,9 +15,12 @@ def batch_norm(name: str) -> keras.layers.BatchNormalization:
   Keras implements `synchronized` for the TensorFlow backend only; on the
   others (the JAX trainer, scripts/train_jax.py) the layer is the ordinary
   one, with the same variables, so weights move between backends.
+  `gamma_initializer="zeros"` makes the last batch norm of a residual branch
+  start the branch at zero (the block then starts as the identity).
   """
   return keras.layers.BatchNormalization(
-      synchronized=keras.backend.backend() == "tensorflow", name=name)
+      synchronized=keras.backend.backend() == "tensorflow", gamma_initializer=gamma_initializer,
+      name=name)
 
 
 def _blur3(images):

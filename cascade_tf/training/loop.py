@@ -439,16 +439,44 @@ def _warm_start_pretrained(spec: stages_lib.StageSpec, nets) -> list[str]:
                    "none).", spec.name, name)
       continue
     source = getattr(shipped, name)
-    if [tuple(v.shape) for v in source.weights] != [tuple(v.shape) for v in nets[name].weights]:
+    new_layers = _assign_grown(nets[name], source)
+    if new_layers is None:
       raise ValueError(
           f"--init_from={pretrained.NAME}: the shipped {name} (preset "
           f"{shipped.config.preset!r}, {pretrained.DIRECTORY}) does not fit this config's "
-          f"{name}: train with --preset={shipped.config.preset} and its network settings.")
-    for target, value in zip(nets[name].weights, source.weights):
-      target.assign(value.value)
-    logging.info("Stage %s: %s warm-started from the pretrained cascade", spec.name, name)
+          f"{name}: train with --preset={shipped.config.preset} and its network settings "
+          "(layers may only be added, e.g. --set=generator.decoder_res_blocks=1).")
+    if new_layers:
+      logging.warning("Stage %s: %s warm-started from the pretrained cascade, grown by %d "
+                      "layers that start from their initialisers: %s", spec.name, name,
+                      len(new_layers), ", ".join(new_layers))
+    else:
+      logging.info("Stage %s: %s warm-started from the pretrained cascade", spec.name, name)
     restored.append(f"{name}<-{pretrained.NAME}")
   return restored
+
+
+def _assign_grown(target: keras.Model, source: keras.Model) -> list[str] | None:
+  """Copies `source`'s variables into `target`'s of the same layer and name.
+
+  Returns the layers of `target` that `source` lacks (empty when the two
+  are alike), or None, assigning nothing, when a variable of `source` has
+  no place in `target` (a missing layer or another shape): a network may
+  grow (generator.decoder_res_blocks), not shrink or change.
+  """
+  def tail(variable):  # The layer/variable path, without a model name in front.
+    for model in (target, source):
+      if variable.path.startswith(model.name + "/"):
+        return variable.path[len(model.name) + 1:]
+    return variable.path
+  by_path = {tail(v): v for v in target.weights}
+  if any(tail(v) not in by_path or tuple(by_path[tail(v)].shape) != tuple(v.shape)
+         for v in source.weights):
+    return None
+  for value in source.weights:
+    by_path[tail(value)].assign(value.value)
+  known = {tail(v) for v in source.weights}
+  return sorted({tail(v).split("/")[0] for v in target.weights if tail(v) not in known})
 
 
 def train_stage(cfg: config_lib.Config,
