@@ -42,7 +42,11 @@ def _tiny():
 
 
 def _run(args, **kwargs):
-  env = {**os.environ, "KERAS_BACKEND": "jax"}
+  # XLA's backend (LLVM) optimisation off: these tiny one-to-three-step runs are all
+  # compilation, which this makes 2.5x faster (the updates worker: 72 -> 29 s on the
+  # 2-core CPU) with the same logged values; the programs are still traced and jitted.
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+  env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": flags.strip()}
   proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=600, **kwargs)
   return proc
