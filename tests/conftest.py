@@ -11,3 +11,14 @@ if str(ROOT) not in sys.path:
 # Before any test imports TensorFlow, so the tests run with the package's
 # defaults (oneDNN kernels on, see cascade_tf/__init__.py).
 import cascade_tf  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position
+
+
+def pytest_xdist_auto_num_workers(config):  # pylint: disable=unused-argument
+  """`-n auto` (pytest.ini): a worker per core, at most 4.
+
+  Each worker imports its own TensorFlow and builds its own models (about 1-2 GB
+  each), and a test file's tests stay on one worker (`--dist loadfile`), so that
+  its module fixtures are built once; more than 4 workers would mostly wait on the
+  longest files.
+  """
+  return max(1, min(4, os.cpu_count() or 1))
