@@ -176,3 +176,32 @@ def test_bfloat16_inference_of_the_shipped_model_stays_close_to_float32():
     assert outputs["mixed_bfloat16"][name].dtype == np.float32  # Outputs stay float32.
     error = np.mean((outputs["mixed_bfloat16"][name] - outputs["float32"][name]) ** 2)
     assert 0.0 < error and 10.0 * np.log10(1.0 / error) > 35.0  # Close, but really bfloat16.
+
+
+def test_fine_tuning_starts_from_the_shipped_networks_and_may_grow_the_generator(caplog):
+  """`train.py --init_from=pretrained`: each trained network starts as the shipped one; a
+  generator with new decoder blocks (which start as the identity) computes what it did."""
+  from cascade_tf import config as config_lib  # pylint: disable=g-import-not-at-top
+  from cascade_tf.training import loop  # pylint: disable=g-import-not-at-top
+  from cascade_tf.training import stages as stages_lib  # pylint: disable=g-import-not-at-top
+  shipped = pretrained.load()
+  grown = config_lib.with_overrides(shipped.config, {"generator.decoder_res_blocks": 1})
+  nets = stages_lib.build_networks(grown, ["generator", "restorer"])
+  with caplog.at_level("INFO"):
+    for stage in ("pretrain", "dd"):
+      assert loop._warm_start_pretrained(stages_lib.SPECS[stage], nets) == [
+          f"{stages_lib.SPECS[stage].trained[0]}<-{pretrained.NAME}"]
+  assert "generator warm-started from the pretrained cascade, grown by 8 layers" in caplog.text
+  rng = np.random.default_rng(0)
+  image = rng.uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)  # The networks' size.
+  mask = np.zeros((1, 128, 128, 1), np.float32)
+  mask[:, 32:80, 40:88] = 1.0
+  x = np.concatenate([image, mask], -1)
+  np.testing.assert_allclose(nets["generator"](x, training=False).numpy(),
+                             shipped.generator(x, training=False).numpy(), atol=1e-6)
+  for a, b in zip(nets["restorer"].weights, shipped.restorer.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  other = config_lib.with_overrides(shipped.config, {"generator.base_filters": 16})
+  with pytest.raises(ValueError, match="does not fit this config's generator"):
+    loop._warm_start_pretrained(stages_lib.SPECS["pretrain"],
+                                stages_lib.build_networks(other, ["generator"]))

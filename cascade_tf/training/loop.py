@@ -470,6 +470,12 @@ def _assign_grown(target: keras.Model, source: keras.Model) -> list[str] | None:
         return variable.path[len(model.name) + 1:]
     return variable.path
   by_path = {tail(v): v for v in target.weights}
+  if len(by_path) < len(target.weights):  # Paths that repeat: only the same list fits.
+    if [tuple(v.shape) for v in source.weights] != [tuple(v.shape) for v in target.weights]:
+      return None
+    for variable, value in zip(target.weights, source.weights):
+      variable.assign(value.value)
+    return []
   if any(tail(v) not in by_path or tuple(by_path[tail(v)].shape) != tuple(v.shape)
          for v in source.weights):
     return None
