@@ -16,9 +16,8 @@ import cascade_tf  # noqa: E402,F401  pylint: disable=unused-import,wrong-import
 def pytest_xdist_auto_num_workers(config):  # pylint: disable=unused-argument
   """`-n auto` (pytest.ini): a worker per core, at most 4.
 
-  Each worker imports its own TensorFlow and builds its own models (about 1-2 GB
-  each), and a test file's tests stay on one worker (`--dist loadfile`), so that
-  its module fixtures are built once; more than 4 workers would mostly wait on the
-  longest files.
+  Each worker imports its own TensorFlow and builds its own models, and a test
+  file's tests stay on one worker (`--dist loadfile`) so that its module fixtures
+  are built once: past a few workers the longest files set the time.
   """
   return max(1, min(4, os.cpu_count() or 1))

@@ -457,32 +457,22 @@ def _warm_start_pretrained(spec: stages_lib.StageSpec, nets) -> list[str]:
 
 
 def _assign_grown(target: keras.Model, source: keras.Model) -> list[str] | None:
-  """Copies `source`'s variables into `target`'s of the same layer and name.
+  """Copies `source`'s variables into `target`'s of the same path (layer/variable).
 
   Returns the layers of `target` that `source` lacks (empty when the two
   are alike), or None, assigning nothing, when a variable of `source` has
   no place in `target` (a missing layer or another shape): a network may
-  grow (generator.decoder_res_blocks), not shrink or change.
+  grow (generator.decoder_res_blocks), not shrink or change. Layer names
+  are unique within a functional model, so paths are too.
   """
-  def tail(variable):  # The layer/variable path, without a model name in front.
-    for model in (target, source):
-      if variable.path.startswith(model.name + "/"):
-        return variable.path[len(model.name) + 1:]
-    return variable.path
-  by_path = {tail(v): v for v in target.weights}
-  if len(by_path) < len(target.weights):  # Paths that repeat: only the same list fits.
-    if [tuple(v.shape) for v in source.weights] != [tuple(v.shape) for v in target.weights]:
-      return None
-    for variable, value in zip(target.weights, source.weights):
-      variable.assign(value.value)
-    return []
-  if any(tail(v) not in by_path or tuple(by_path[tail(v)].shape) != tuple(v.shape)
+  by_path = {v.path: v for v in target.weights}
+  if any(v.path not in by_path or tuple(by_path[v.path].shape) != tuple(v.shape)
          for v in source.weights):
     return None
   for value in source.weights:
-    by_path[tail(value)].assign(value.value)
-  known = {tail(v) for v in source.weights}
-  return sorted({tail(v).split("/")[0] for v in target.weights if tail(v) not in known})
+    by_path[value.path].assign(value.value)
+  known = {v.path for v in source.weights}
+  return sorted({v.path.split("/")[0] for v in target.weights if v.path not in known})
 
 
 def train_stage(cfg: config_lib.Config,
