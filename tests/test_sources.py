@@ -1,8 +1,10 @@
 """Tests of cascade_tf.data.sources and the BSDS300 TFDS builder, all offline."""
 
+import concurrent.futures
 import os
 from pathlib import Path
 import tarfile
+import time
 
 import numpy as np
 from PIL import Image
@@ -342,3 +344,42 @@ def test_imagenet_without_manual_files_raises_naming_manual_dir(tmp_path):
     sources.load_source(cfg, "test")
   with pytest.raises(ValueError, match=r"manual dir .*downloads/manual \(--manual_dir=None\)"):
     sources.load_source(DataConfig(dataset="imagenet", data_dir=str(tmp_path / "tfds")), "test")
+
+
+class _SlowBuilder:
+  """A stand-in TFDS builder whose preparation takes a while and is counted."""
+  prepared = False
+  calls = 0
+
+  def __init__(self, root):
+    self.data_dir_root, self.name = str(root), "slow"
+
+  def is_prepared(self):
+    return _SlowBuilder.prepared
+
+
+def _prepare_slowly(builder):
+  _SlowBuilder.calls += 1
+  time.sleep(0.3)
+  _SlowBuilder.prepared = True
+
+
+def test_prepared_builder_prepares_once_when_jobs_race(tmp_path, monkeypatch):
+  monkeypatch.setattr(_SlowBuilder, "prepared", False)
+  monkeypatch.setattr(_SlowBuilder, "calls", 0)
+  # flock locks belong to the open file, so threads exclude each other as processes do.
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    builders = list(pool.map(
+        lambda _: sources.prepared_builder(lambda: _SlowBuilder(tmp_path / "tfds"),
+                                           _prepare_slowly), range(3)))
+  assert _SlowBuilder.calls == 1 and all(b.is_prepared() for b in builders)
+  assert (tmp_path / "tfds" / "slow.prepare.lock").exists()
+
+
+def test_two_jobs_building_bsd300_at_once_both_get_it(tmp_path):
+  root = _make_bsds300(tmp_path / "manual")
+  cfg = DataConfig(dataset="bsd300", manual_dir=str(root), data_dir=str(tmp_path / "tfds"))
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    counts = list(pool.map(lambda _: sources.load_source(cfg, "train").num_images, range(2)))
+  assert counts == [4, 4]
+  _check_tiny_bsd300(cfg)

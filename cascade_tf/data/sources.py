@@ -44,6 +44,7 @@ file order shuffled by `split_seed`. The training pipeline shuffles.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import io
@@ -409,6 +410,33 @@ def samples_source(split: str) -> ImageSource:
 # TFDS sources.
 
 
+def prepared_builder(make_builder, prepare):
+  """The TFDS builder `make_builder()` returns, its dataset prepared at most once.
+
+  `prepare(builder)` (download_and_prepare, with the source's checks) runs
+  only while no other process prepares the same dataset: an exclusive lock
+  on `<data_dir>/<name>.prepare.lock` serialises it, and whoever waited
+  finds the dataset prepared. Without it two jobs started at once on a
+  fresh machine (two training runs, or training and evaluate.py) both
+  build the dataset and the slower one fails renaming its temporary
+  folder onto the finished one (TFDS's FileExistsError).
+  """
+  builder = make_builder()
+  if builder.is_prepared():
+    return builder
+  root = Path(builder.data_dir_root)
+  root.mkdir(parents=True, exist_ok=True)
+  with open(root / f"{builder.name}.prepare.lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      builder = make_builder()  # Another process may have prepared it while we waited.
+      if not builder.is_prepared():
+        prepare(builder)
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+  return builder
+
+
 def _download_config(manual_dir: str | None) -> tfds.download.DownloadConfig:
   return tfds.download.DownloadConfig(
       manual_dir=str(Path(manual_dir).expanduser()) if manual_dir else None,
@@ -434,12 +462,14 @@ def bsd300_source(cfg: DataConfig, split: str) -> ImageSource:
       dataset is not built, no manual dir is given and the download fails.
   """
   _check_manual_dir(cfg.manual_dir)
-  builder = bsd300.Bsd300(data_dir=cfg.data_dir)
-  if not builder.is_prepared():
+
+  def prepare(builder):
     if cfg.manual_dir and bsd300.locate_manual_source(Path(cfg.manual_dir).expanduser()) is None:
       raise ValueError(f"--manual_dir={cfg.manual_dir}: holds no BSDS300 data.\n"
                        f"{bsd300.Bsd300.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     builder.download_and_prepare(download_config=_download_config(cfg.manual_dir))
+
+  builder = prepared_builder(lambda: bsd300.Bsd300(data_dir=cfg.data_dir), prepare)
   skipped = SkipCounter()
   for image_id in builder.info.metadata.get("skipped", []):
     skipped.add(f"bsd300/{image_id}", "unreadable when the dataset was built")
@@ -485,8 +515,8 @@ def imagenet_source(cfg: DataConfig, split: str) -> ImageSource:
     ValueError: the dataset is not prepared and the manual files are missing.
   """
   _check_manual_dir(cfg.manual_dir)
-  builder = tfds.builder(IMAGENET_NAME, data_dir=cfg.data_dir)
-  if not builder.is_prepared():
+
+  def prepare(builder):
     # TFDS's own default manual dir is <data_dir>/downloads/manual.
     manual = (Path(cfg.manual_dir).expanduser() if cfg.manual_dir
               else Path(builder.data_dir_root) / "downloads" / "manual")
@@ -507,6 +537,8 @@ def imagenet_source(cfg: DataConfig, split: str) -> ImageSource:
           "tensorflow-datasets 4.9.x does not install on Python >= 3.9 "
           "(tensorflow/datasets#11212): pip install importlib_resources.",
           name=e.name) from e
+
+  builder = prepared_builder(lambda: tfds.builder(IMAGENET_NAME, data_dir=cfg.data_dir), prepare)
   try:
     num_validation = builder.info.splits["validation"].num_examples
     num_train = builder.info.splits["train"].num_examples
