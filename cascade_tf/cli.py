@@ -48,7 +48,8 @@ _CONFIG_FLAGS = {
                         "speed and quality gates, which today is everywhere: docs/benchmarks.md), "
                         "float32, mixed_float16 (GPU) or mixed_bfloat16 (CPU/TPU)."),
     "jit_compile": ("train.jit_compile", "XLA-compile the training updates: auto (on for a "
-                    "single-replica CPU run, off on GPUs), on or off."),
+                    "single-replica run on a CPU without native bfloat16, off on one with "
+                    "and on GPUs), on or off."),
     "checkpoint_every": ("train.checkpoint_every", "Steps between checkpoints."),
     "eval_every": ("train.eval_every", "Steps between validation PSNR and image summaries."),
     "log_every": ("train.log_every", "Steps between logged scalars and progress lines."),

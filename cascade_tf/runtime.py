@@ -182,17 +182,23 @@ def wrap_optimizer(optimizer, policy: str):
   return optimizer
 
 
-def resolve_jit_compile(setting: str, strategy: tf.distribute.Strategy) -> bool:
+def resolve_jit_compile(setting: str, strategy: tf.distribute.Strategy, *,
+                        features=None) -> bool:
   """Whether the training updates are XLA-compiled, from `TrainConfig.jit_compile`.
 
-  * `auto`: on for a single-replica run without GPU (on this project's
-    2-core CPU, XLA with oneDNN measured the fastest training updates,
-    docs/benchmarks.md); off on GPUs and with several replicas, where it
-    has not been measured yet.
+  * `auto`: on for a single-replica run on a CPU without native bfloat16
+    (on the project's AVX2 CPU, XLA with oneDNN measured the fastest
+    training updates, docs/benchmarks.md); off on a CPU with native
+    bfloat16 (`avx512_bf16`, `amx_bf16`), where oneDNN's own kernels beat
+    XLA's on every training update, float32 and bfloat16 alike (XLA does
+    not use the bfloat16 units); off on GPUs and with several replicas,
+    where it has not been measured yet.
   * `on`: on, but only with a single replica (synchronized batch norm
     all-reduces inside the update, which XLA cannot compile under
     MirroredStrategy); a warning says when it is dropped.
   * `off`: plain tf.function graphs.
+
+  `features` are the CPU's (default: `cpu_info()`'s).
   """
   if setting not in config_lib.JIT_COMPILE:
     raise ValueError(f"jit_compile={setting!r}: expected one of {config_lib.JIT_COMPILE}.")
@@ -204,8 +210,11 @@ def resolve_jit_compile(setting: str, strategy: tf.distribute.Strategy) -> bool:
       logging.warning("--jit_compile=on is ignored with %d replicas: XLA is applied to "
                       "single-replica runs only.", strategy.num_replicas_in_sync)
     return single
-  accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
-  return single and not accelerators
+  if not single or accelerator_kind() is not None:
+    return False
+  if features is None:
+    features = cpu_info()[1]
+  return not any(f in features for f in NATIVE_BFLOAT16_FEATURES)
 
 
 def set_seed(seed: int) -> None:

@@ -24,8 +24,13 @@ def test_jit_compile_resolution():
   one, two = _FakeStrategy(1), _FakeStrategy(2)
   has_accelerator = bool(tf.config.list_logical_devices("GPU") +
                          tf.config.list_logical_devices("TPU"))
-  assert runtime.resolve_jit_compile("auto", one) is (not has_accelerator)
-  assert runtime.resolve_jit_compile("auto", two) is False
+  avx2, native_bf16 = ["avx2", "fma"], ["avx2", "fma", "avx512f", "avx512_bf16"]
+  assert runtime.resolve_jit_compile("auto", one, features=avx2) is (not has_accelerator)
+  # On a CPU with native bfloat16 oneDNN's kernels beat XLA's (docs/benchmarks.md).
+  assert runtime.resolve_jit_compile("auto", one, features=native_bf16) is False
+  assert runtime.resolve_jit_compile("auto", one, features=["amx_bf16", "amx_tile"]) is False
+  assert runtime.resolve_jit_compile("auto", two, features=avx2) is False
+  assert runtime.resolve_jit_compile("on", one, features=native_bf16) is True
   assert runtime.resolve_jit_compile("on", one) is True
   assert runtime.resolve_jit_compile("on", two) is False  # XLA needs a single replica.
   assert runtime.resolve_jit_compile("off", one) is False

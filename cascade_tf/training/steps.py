@@ -16,8 +16,9 @@ whatever the number of replicas the global batch is split over.
 
 With `jit_compile=True` each replica's whole update (forward, backward,
 optimizer, clipping) is compiled by XLA; the loop asks for it through
-`runtime.resolve_jit_compile` (on by default for single-replica CPU runs,
-where it measured fastest, docs/benchmarks.md). The tape watches only the
+`runtime.resolve_jit_compile` (on by default for single-replica runs on a
+CPU without native bfloat16, where it measured fastest; off on one with,
+docs/benchmarks.md). The tape watches only the
 trained variables, so nothing else (the critic's fakes, the targets' VGG16
 features) is recorded for the backward pass.
 """
