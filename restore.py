@@ -75,7 +75,8 @@ flags.DEFINE_list("demo_images", list(demo.DEMO_IMAGES), "scikit-image photos --
 flags.DEFINE_enum("mixed_precision", config_lib.AUTO, list(config_lib.PRECISIONS),
                   "The networks' compute precision (a workdir or pretrained; a SavedModel "
                   "keeps its own): auto (chosen per device and CPU by measurement, logged; "
-                  "float32 today, docs/benchmarks.md), float32, mixed_bfloat16 or "
+                  "mixed_bfloat16 on a CPU with native bfloat16, float32 elsewhere; "
+                  "docs/benchmarks.md), float32, mixed_bfloat16 or "
                   "mixed_float16 (GPU).")
 FLAGS = flags.FLAGS
 

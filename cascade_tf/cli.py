@@ -44,8 +44,8 @@ _CONFIG_FLAGS = {
     "strategy": ("train.strategy", "tf.distribute strategy: auto, default, mirrored, "
                  "multiworker or tpu."),
     "mixed_precision": ("train.mixed_precision", "auto (chosen per device, CPU and purpose "
-                        "by measurement, logged; float32 wherever bfloat16 has not passed its "
-                        "speed and quality gates, which today is everywhere: docs/benchmarks.md), "
+                        "by measurement, logged: mixed_bfloat16 on a CPU with native bfloat16, "
+                        "float32 elsewhere; docs/benchmarks.md), "
                         "float32, mixed_float16 (GPU) or mixed_bfloat16 (CPU/TPU)."),
     "jit_compile": ("train.jit_compile", "XLA-compile the training updates: auto (on for a "
                     "single-replica run on a CPU without native bfloat16, off on one with "

@@ -84,13 +84,15 @@ def test_auto_precision_follows_the_cpu_and_the_device(monkeypatch, features, ac
     assert policy == expected and reason.startswith("auto")
 
 
-def test_auto_precision_today_is_float32_until_bfloat16_passes_its_gates():
-  """The measured choice (docs/benchmarks.md): bfloat16 inference missed the clean-track gate."""
+def test_auto_precision_is_the_measured_choice():
+  """docs/benchmarks.md: on a CPU with native bfloat16 both gates held for both purposes."""
   for purpose in runtime.PURPOSES:
     policy, reason = runtime.resolve_precision("auto", purpose, features=["amx_bf16"],
                                                accelerator=None)
-    assert policy == "float32" and "amx_bf16" in reason
-  assert "clean" in runtime.NATIVE_BFLOAT16_CHOICE["infer"][1]
+    assert policy == "mixed_bfloat16" and "amx_bf16" in reason
+    policy, reason = runtime.resolve_precision("auto", purpose, features=["avx2", "fma"],
+                                               accelerator=None)
+    assert policy == "float32" and "emulated" in reason
   # An explicit policy is kept whatever the machine.
   assert runtime.resolve_precision("mixed_float16", "train", features=[],
                                    accelerator=None) == ("mixed_float16", "set explicitly")
