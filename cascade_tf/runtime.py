@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import platform
 
 from absl import logging
@@ -161,6 +162,20 @@ def precision_scope(policy: str):
     yield policy
   finally:
     keras.mixed_precision.set_global_policy(previous)
+
+
+def keeps_global_policy(fn):
+  """Decorator: the global Keras dtype policy is put back when `fn` returns or raises.
+
+  For library functions that set the policy for their own models (a
+  training stage), so that a caller building models afterwards in the same
+  process (a test, a notebook) gets its own policy, not theirs.
+  """
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    with precision_scope(keras.mixed_precision.global_policy().name):
+      return fn(*args, **kwargs)
+  return wrapper
 
 
 def set_precision(policy: str) -> None:

@@ -189,15 +189,22 @@ def test_infer_ab_times_the_three_inference_paths(capsys):
 
 def test_layers_benchmark_reports_every_layer_kind(capsys):
   from benchmarks import layers
-  assert layers.main(["--batch_size=1", "--repeats=1", "--xla=off"]) == 0
+  assert layers.main(["--batch_size=1", "--repeats=1", "--xla=off",
+                      "--precisions=float32,bfloat16"]) == 0
   rows = [line for line in capsys.readouterr().out.splitlines()
           if line.startswith("| ") and "---" not in line][1:]
-  assert len(rows) == len(layers.layer_cases())
+  assert len(rows) == 2 * len(layers.layer_cases())
+  assert [row.split(" | ")[1] for row in rows] == (["float32"] * len(layers.layer_cases()) +
+                                                   ["bfloat16"] * len(layers.layer_cases()))
   for row in rows:
-    fwd, fwd_bwd = (float(v) for v in row.strip("| ").split(" | ")[2:4])
+    fwd, fwd_bwd = (float(v) for v in row.strip("| ").split(" | ")[3:5])
     assert fwd > 0 and fwd_bwd > 0
+  import keras
+  assert keras.mixed_precision.global_policy().name == "float32"  # Restored.
   with pytest.raises(SystemExit, match="--repeats=0"):
     layers.main(["--repeats=0"])
+  with pytest.raises(SystemExit, match="float16"):
+    layers.main(["--precisions=float16"])
 
 
 def test_winograd_convolution_matches_conv2d(capsys):

@@ -475,6 +475,7 @@ def _assign_grown(target: keras.Model, source: keras.Model) -> list[str] | None:
   return sorted({v.path.split("/")[0] for v in target.weights if v.path not in known})
 
 
+@runtime.keeps_global_policy
 def train_stage(cfg: config_lib.Config,
                 stage: str,
                 workdir: str,
@@ -485,6 +486,9 @@ def train_stage(cfg: config_lib.Config,
                 source_test: sources.ImageSource | None = None,
                 strategy: tf.distribute.Strategy | None = None) -> StageResult:
   """Runs (or resumes) one stage to `cfg.stage_steps(stage)` steps.
+
+  The stage's networks use its precision (`train.mixed_precision`, `auto`
+  resolved here); the global Keras dtype policy is put back afterwards.
 
   With a multi-worker strategy every worker runs this; only the chief
   (`runtime.is_chief`) writes into `workdir` (checkpoints, metrics,
