@@ -56,6 +56,7 @@ import concurrent.futures
 import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -223,6 +224,86 @@ def _run_one(name: str, commands, log_path: str) -> str:
   return ""
 
 
+def write_budgets(path: str, budgets: dict) -> None:
+  """Writes ROOT/budgets.json; runs already there from the same experiment are kept.
+
+  Another call of this script with other --seeds or --variants (the same
+  --images, --split and train flags) adds its runs to the file rather than
+  replacing theirs; a different experiment replaces the file.
+  """
+  try:
+    with open(path) as f:
+      previous = json.load(f)
+  except (OSError, ValueError):
+    previous = {}
+  same = all(previous.get(k) == budgets[k] for k in ("images_per_variant", "split", "train_flags"))
+  if same:
+    budgets = {**budgets, "runs": {**previous.get("runs", {}), **budgets["runs"]}}
+  with open(path, "w") as f:
+    json.dump(budgets, f, indent=2)
+
+
+def seed_summary(results: dict, runs: dict) -> dict:
+  """Per variant, output and track: the mean, sample standard deviation and values over seeds.
+
+  `results` is evaluate.py's results.json["results"]; `runs` maps a run name
+  (`<variant>_s<seed>`) to (variant, seed). A variant's `final` output is
+  its runs' rows (the restorer's R(G(x))), its `intermediate` output their
+  `_intermediate` rows (the generator's G(x)); `only_gan` has only the
+  latter. The table's score of a variant is its final output where it has
+  one, else its intermediate output (`scored`).
+  """
+  summary = {}
+  for variant in dict.fromkeys(v for v, _ in runs.values()):
+    names = [name for name, (v, _) in runs.items() if v == variant]
+    outputs = {}
+    for output, suffix in (("final", ""), ("intermediate", "_intermediate")):
+      rows = [results[name + suffix] for name in names if name + suffix in results]
+      if len(rows) != len(names):
+        continue
+      tracks = {}
+      for track in rows[0]:
+        values = {metric: [row[track][metric] for row in rows]
+                  for metric in ("psnr", "ssim", "hole_psnr") if metric in rows[0][track]}
+        tracks[track] = {metric: {"mean": statistics.fmean(v),
+                                  "std": statistics.stdev(v) if len(v) > 1 else None,
+                                  "values": v}
+                         for metric, v in values.items()}
+      outputs[output] = tracks
+    if outputs:
+      summary[variant] = {"seeds": [int(runs[n][1]) for n in names],
+                          "scored": "final" if "final" in outputs else "intermediate",
+                          **outputs}
+  return summary
+
+
+def format_seed_summary(summary: dict) -> str:
+  """Markdown: per track, each variant's scored output, PSNR mean ± std (n seeds) and SSIM."""
+  tracks = list(dict.fromkeys(t for v in summary.values() for t in v[v["scored"]]))
+  lines = ["| variant | output | seeds | " + " | ".join(f"{t} PSNR" for t in tracks) + " | " +
+           " | ".join(f"{t} SSIM" for t in tracks) + " |",
+           "|---|---|---|" + "---:|" * (2 * len(tracks))]
+
+  def cell(stats, digits):
+    if stats is None:
+      return "-"
+    return (f"{stats['mean']:.{digits}f}" if stats["std"] is None
+            else f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}")
+
+  for variant, v in summary.items():
+    for output in ("final", "intermediate"):
+      if output not in v:
+        continue
+      rows = v[output]
+      label = f"{output}{' (scored)' if output == v['scored'] else ''}"
+      lines.append(f"| {variant} | {label} | {len(v['seeds'])} | " +
+                   " | ".join(cell(rows.get(t, {}).get("psnr"), 2) for t in tracks) + " | " +
+                   " | ".join(cell(rows.get(t, {}).get("ssim"), 4) for t in tracks) + " |")
+  lines.append("")
+  lines.append("Mean ± sample standard deviation over the seeds (no ± with one seed).")
+  return "\n".join(lines) + "\n"
+
+
 def main(argv):
   train_flags = list(argv[1:])
   if not _ROOT.value:
@@ -259,9 +340,9 @@ def main(argv):
                              for s, n in budgets.items()),
           "critic_images": sum(critic_images(cfg, s, n) for s, n in budgets.items()),
       }
-    with open(os.path.join(_ROOT.value, "budgets.json"), "w") as f:
-      json.dump({"images_per_variant": _IMAGES.value, "split": split, "train_flags": train_flags,
-                 "runs": plan}, f, indent=2)
+    write_budgets(os.path.join(_ROOT.value, "budgets.json"),
+                  {"images_per_variant": _IMAGES.value, "split": split,
+                   "train_flags": train_flags, "runs": plan})
     def commands(name, variant, seed):
       run_dir = os.path.join(_ROOT.value, name)
       if jax:
@@ -298,7 +379,17 @@ def main(argv):
                f"--compare={compare}",
                f"--output_dir={os.path.join(_ROOT.value, 'eval')}", *_EVAL_FLAGS.value]
     print("$ " + " ".join(command), flush=True)
-    sys.exit(subprocess.call(command, cwd=REPO))
+    code = subprocess.call(command, cwd=REPO)
+    if code == 0:
+      eval_dir = os.path.join(_ROOT.value, "eval")
+      with open(os.path.join(eval_dir, "results.json")) as f:
+        summary = seed_summary(json.load(f)["results"], runs)
+      with open(os.path.join(eval_dir, "seeds.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+      with open(os.path.join(eval_dir, "seeds.md"), "w") as f:
+        f.write(format_seed_summary(summary))
+      print(f"Wrote {eval_dir}/seeds.md and seeds.json", flush=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

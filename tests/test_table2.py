@@ -129,3 +129,46 @@ def test_import_jax_runs_imports_finished_runs_once(tmp_path, monkeypatch):
       (tmp_path / name / file).write_text("{}")
   assert table2.import_jax_runs(str(tmp_path), ["a_s0", "b_s0", "c_s0"]) == ["a_s0"]
   assert calls == [(str(tmp_path / "a_s0" / "jax"), str(tmp_path / "a_s0"))]
+
+
+def _row(psnr, ssim=0.5):
+  return {"joint": {"psnr": psnr, "ssim": ssim, "hole_psnr": psnr - 3},
+          "clean": {"psnr": 40.0 + psnr / 100, "ssim": 0.99}}
+
+
+def test_seed_summary_scores_each_variant_on_its_final_output_over_seeds():
+  runs = {"intact_s0": ("intact", "0"), "intact_s1": ("intact", "1"),
+          "only_gan_s0": ("only_gan", "0"), "only_gan_s1": ("only_gan", "1"),
+          "no_pretrain_s0": ("no_pretrain", "0")}
+  results = {"intact_s0": _row(20.0), "intact_s0_intermediate": _row(19.0),
+             "intact_s1": _row(21.0), "intact_s1_intermediate": _row(19.5),
+             "only_gan_s0_intermediate": _row(19.8), "only_gan_s1_intermediate": _row(19.6),
+             "no_pretrain_s0": _row(18.0), "no_pretrain_s0_intermediate": _row(17.5),
+             "telea": _row(15.0)}
+  summary = table2.seed_summary(results, runs)
+  assert list(summary) == ["intact", "only_gan", "no_pretrain"]
+  intact = summary["intact"]
+  assert intact["scored"] == "final" and intact["seeds"] == [0, 1]
+  assert intact["final"]["joint"]["psnr"]["mean"] == pytest.approx(20.5)
+  assert intact["final"]["joint"]["psnr"]["std"] == pytest.approx(0.7071, abs=1e-4)
+  assert intact["intermediate"]["joint"]["psnr"]["values"] == [19.0, 19.5]
+  assert summary["only_gan"]["scored"] == "intermediate" and "final" not in summary["only_gan"]
+  assert summary["no_pretrain"]["final"]["joint"]["psnr"]["std"] is None  # One seed.
+  table = table2.format_seed_summary(summary)
+  lines = table.splitlines()
+  assert lines[0].startswith("| variant | output | seeds | joint PSNR | clean PSNR | joint SSIM")
+  assert "| intact | final (scored) | 2 | 20.50 ± 0.71 |" in table
+  assert "| only_gan | intermediate (scored) | 2 | 19.70 ± 0.14 |" in table
+  assert "| no_pretrain | final (scored) | 1 | 18.00 |" in table
+
+
+def test_budgets_of_a_second_call_are_added_to_the_same_experiment(tmp_path):
+  path = str(tmp_path / "budgets.json")
+  first = {"images_per_variant": 100, "split": SPLIT, "train_flags": ["--preset=tiny"],
+           "runs": {"intact_s0": {"seed": 0}}}
+  table2.write_budgets(path, first)
+  table2.write_budgets(path, {**first, "runs": {"intact_s1": {"seed": 1}}})
+  assert set(json.load(open(path))["runs"]) == {"intact_s0", "intact_s1"}
+  table2.write_budgets(path, {**first, "images_per_variant": 200,  # Another experiment.
+                              "runs": {"intact_s2": {"seed": 2}}})
+  assert set(json.load(open(path))["runs"]) == {"intact_s2"}
