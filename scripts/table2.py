@@ -366,13 +366,17 @@ def main(argv):
       print(f"Imported {name}/{JAX_DIR} into {os.path.join(_ROOT.value, name)}", flush=True)
   trained = {name: os.path.join(_ROOT.value, name) for name in runs
              if os.path.exists(os.path.join(_ROOT.value, name, "config.json"))}
+  missing = [name for name in runs if name not in trained]
+  if missing:  # e.g. --seeds=0,1,2 where only some variants were trained on every seed.
+    print(f"Not trained, left out: {', '.join(missing)}", flush=True)
+  runs = {name: runs[name] for name in trained}
   if trained:
     from cascade_tf.training import report  # pylint: disable=g-import-not-at-top  (matplotlib)
     curves = os.path.join(_ROOT.value, CURVES)
     report.plot_runs(trained, curves, title=f"{_IMAGES.value or ''} images per variant".strip())
     print(f"Wrote {curves}", flush=True)
 
-  if _EVALUATE.value:
+  if _EVALUATE.value and runs:
     compare = ",".join(f"{name}={os.path.join(_ROOT.value, name)}" for name in runs)
     shared = [f for f in train_flags if f.partition("=")[0] in _SHARED_EVAL_FLAGS]
     command = [sys.executable, os.path.join(REPO, "evaluate.py"), *shared,
