@@ -263,8 +263,10 @@ def seed_summary(results: dict, runs: dict) -> dict:
         continue
       tracks = {}
       for track in rows[0]:
-        values = {metric: [row[track][metric] for row in rows]
-                  for metric in ("psnr", "ssim", "hole_psnr") if metric in rows[0][track]}
+        values = {metric: [row[track].get(metric) for row in rows]
+                  for metric in ("psnr", "ssim", "hole_psnr")}
+        # A metric a track does not have (hole PSNR without a hole) is None: left out.
+        values = {m: v for m, v in values.items() if all(x is not None for x in v)}
         tracks[track] = {metric: {"mean": statistics.fmean(v),
                                   "std": statistics.stdev(v) if len(v) > 1 else None,
                                   "values": v}

@@ -133,7 +133,7 @@ def test_import_jax_runs_imports_finished_runs_once(tmp_path, monkeypatch):
 
 def _row(psnr, ssim=0.5):
   return {"joint": {"psnr": psnr, "ssim": ssim, "hole_psnr": psnr - 3},
-          "clean": {"psnr": 40.0 + psnr / 100, "ssim": 0.99}}
+          "clean": {"psnr": 40.0 + psnr / 100, "ssim": 0.99, "hole_psnr": None}}
 
 
 def test_seed_summary_scores_each_variant_on_its_final_output_over_seeds():
@@ -152,6 +152,7 @@ def test_seed_summary_scores_each_variant_on_its_final_output_over_seeds():
   assert intact["final"]["joint"]["psnr"]["mean"] == pytest.approx(20.5)
   assert intact["final"]["joint"]["psnr"]["std"] == pytest.approx(0.7071, abs=1e-4)
   assert intact["intermediate"]["joint"]["psnr"]["values"] == [19.0, 19.5]
+  assert "hole_psnr" in intact["final"]["joint"] and "hole_psnr" not in intact["final"]["clean"]
   assert summary["only_gan"]["scored"] == "intermediate" and "final" not in summary["only_gan"]
   assert summary["no_pretrain"]["final"]["joint"]["psnr"]["std"] is None  # One seed.
   table = table2.format_seed_summary(summary)
