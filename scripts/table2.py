@@ -31,7 +31,11 @@ was enough for them to flatten.
 
 Then `evaluate.py --compare=<run>=ROOT/<run>,...` on --eval_dataset (the
 flags after `--` that name the data are passed on) writes
-ROOT/eval/results.json, results.md and the figures.
+ROOT/eval/results.json, results.md and the figures, and this script
+ROOT/eval/seeds.md and seeds.json: per variant and track, the mean and
+standard deviation over its seeds (`seed_summary`). Runs named by
+--variants x --seeds that were never trained (a variant run on fewer
+seeds) are left out and named.
 
 On a GPU machine without TensorFlow (this project's lent ones), `--trainer=jax`
 trains each run with one `scripts/train_jax.py` call instead, from a bundle
