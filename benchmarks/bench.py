@@ -202,12 +202,17 @@ def device_name() -> str:
   return f"CPU {runtime.cpu_info()[0]} x{os.cpu_count()}"
 
 
+def machine_line() -> str:
+  """`machine: <CPU model>, <n> logical CPUs, features: ...` (`runtime.cpu_info()`)."""
+  model, features = runtime.cpu_info()
+  return f"machine: {model}, {os.cpu_count()} logical CPUs, features: {' '.join(features) or '-'}"
+
+
 def machine_header(precision: str, jit_compile: bool | str, threads: tuple[int, int]) -> str:
   """The lines printed above the table: machine, versions, settings."""
-  model, features = runtime.cpu_info()
   intra, inter = threads
   return "\n".join([
-      f"machine: {model}, {os.cpu_count()} logical CPUs, features: {' '.join(features) or '-'}",
+      machine_line(),
       f"device: {device_name()}",
       f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python {platform.python_version()}",
       f"oneDNN: {onednn_enabled()} ({_ONEDNN_ENV}={os.environ.get(_ONEDNN_ENV, '<unset>')}), "

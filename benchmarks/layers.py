@@ -34,6 +34,7 @@ if _ROOT not in sys.path:
 
 # pylint: disable=wrong-import-position
 import cascade_tf  # noqa: F401  Before TensorFlow: the package's oneDNN default.
+from benchmarks import bench
 from cascade_tf import runtime
 import keras
 import tensorflow as tf
@@ -82,12 +83,8 @@ def measure(batch_size: int, repeats: int, jit_compile: bool,
             precision: str = "float32") -> list[tuple[str, float, float]]:
   """[(layer, forward GFLOP/s, forward + backward GFLOP/s)] for every layer kind."""
   rows = []
-  previous = keras.mixed_precision.global_policy().name
-  keras.mixed_precision.set_global_policy(POLICIES[precision])
-  try:
+  with runtime.precision_scope(POLICIES[precision]):
     cases = layer_cases()  # Built under the policy.
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
   for name, (layer, shape, macs) in cases.items():
     x = tf.random.stateless_normal((batch_size, *shape), [0, 1])
     layer.build(x.shape)
@@ -122,13 +119,10 @@ def main(argv: list[str]) -> int:
   if args.batch_size < 1 or args.repeats < 1:
     raise SystemExit(f"--batch_size={args.batch_size} and --repeats={args.repeats} must be >= 1.")
   precisions = [p for p in args.precisions.split(",") if p]
-  unknown = sorted(set(precisions) - set(POLICIES)) or ([] if precisions else ["(none)"])
-  if unknown:
-    raise SystemExit(f"--precisions={args.precisions}: unknown {unknown}; "
-                     f"expected some of {sorted(POLICIES)}.")
+  if not precisions or not set(precisions) <= set(POLICIES):
+    raise SystemExit(f"--precisions={args.precisions}: expected some of {sorted(POLICIES)}.")
   settings = {"both": [False, True], "on": [True], "off": [False]}[args.xla]
-  model, features = runtime.cpu_info()
-  print(f"machine: {model}, {os.cpu_count()} logical CPUs, features: {' '.join(features)}")
+  print(bench.machine_line())
   print(f"batch {args.batch_size}, median of {args.repeats} calls, TensorFlow {tf.__version__}\n")
   print("| layer | precision | XLA | fwd GFLOP/s | fwd+bwd GFLOP/s |")
   print("|---|---|---|---|---|")

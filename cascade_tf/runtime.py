@@ -90,6 +90,13 @@ NATIVE_BFLOAT16_CHOICE = {
 }
 
 
+def native_bfloat16_features(features=None) -> list[str]:
+  """Which of `NATIVE_BFLOAT16_FEATURES` the CPU has (`features`, default `cpu_info()`'s)."""
+  if features is None:
+    features = cpu_info()[1]
+  return [f for f in NATIVE_BFLOAT16_FEATURES if f in features]
+
+
 def accelerator_kind() -> str | None:
   """"GPU" or "TPU" when TensorFlow sees one, else None (a CPU run)."""
   for kind in ("GPU", "TPU"):
@@ -136,9 +143,7 @@ def resolve_precision(setting: str, purpose: str, *, features=None,
     accelerator = accelerator_kind()
   if accelerator is not None:
     return "float32", f"auto on {accelerator}: mixed precision not measured there yet"
-  if features is None:
-    features = cpu_info()[1]
-  native = [f for f in NATIVE_BFLOAT16_FEATURES if f in features]
+  native = native_bfloat16_features(features)
   if not native:
     return "float32", "auto on a CPU without native bfloat16 (emulated: slower)"
   policy, why = NATIVE_BFLOAT16_CHOICE[purpose]
@@ -227,11 +232,7 @@ def resolve_jit_compile(setting: str, strategy: tf.distribute.Strategy, *,
       logging.warning("--jit_compile=on is ignored with %d replicas: XLA is applied to "
                       "single-replica runs only.", strategy.num_replicas_in_sync)
     return single
-  if not single or accelerator_kind() is not None:
-    return False
-  if features is None:
-    features = cpu_info()[1]
-  return not any(f in features for f in NATIVE_BFLOAT16_FEATURES)
+  return single and accelerator_kind() is None and not native_bfloat16_features(features)
 
 
 def set_seed(seed: int) -> None:

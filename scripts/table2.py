@@ -385,13 +385,12 @@ def main(argv):
   if _EVALUATE.value and runs:
     compare = ",".join(f"{name}={os.path.join(_ROOT.value, name)}" for name in runs)
     shared = [f for f in train_flags if f.partition("=")[0] in _SHARED_EVAL_FLAGS]
+    eval_dir = os.path.join(_ROOT.value, "eval")
     command = [sys.executable, os.path.join(REPO, "evaluate.py"), *shared,
-               f"--compare={compare}",
-               f"--output_dir={os.path.join(_ROOT.value, 'eval')}", *_EVAL_FLAGS.value]
+               f"--compare={compare}", f"--output_dir={eval_dir}", *_EVAL_FLAGS.value]
     print("$ " + " ".join(command), flush=True)
     code = subprocess.call(command, cwd=REPO)
     if code == 0:
-      eval_dir = os.path.join(_ROOT.value, "eval")
       with open(os.path.join(eval_dir, "results.json")) as f:
         summary = seed_summary(json.load(f)["results"], runs)
       with open(os.path.join(eval_dir, "seeds.json"), "w") as f:

@@ -63,7 +63,7 @@ def test_xla_setting_reaches_the_training_rows_only(cfg):
                             jit_compile="auto", **FAST)
   by_stage = {r["stage"]: r for r in rows}
   # auto: on for a CPU run, unless the CPU has native bfloat16 (oneDNN beats XLA there).
-  native_bf16 = any(f in runtime.cpu_info()[1] for f in runtime.NATIVE_BFLOAT16_FEATURES)
+  native_bf16 = bool(runtime.native_bfloat16_features())
   assert by_stage["pretrain"]["jit_compile"] is (not native_bf16)
   assert by_stage["infer_keras"]["jit_compile"] is False  # Inference is never compiled by auto.
   assert bench.resolve_jit("on", "infer_keras") and not bench.resolve_jit("on", "data_joint")
