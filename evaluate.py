@@ -91,7 +91,7 @@ def main(argv):
     options = evaluate_lib.EvalOptions(
         tracks=evaluate_lib.parse_tracks(FLAGS.tracks),
         models=evaluate_lib.model_specs(FLAGS.workdir, _model_flag(), FLAGS.compare),
-        baselines=evaluate_lib.parse_list(FLAGS.baselines, "--baselines"),
+        baselines=cli.parse_list(FLAGS.baselines, "--baselines"),
         max_images=FLAGS.max_images, batch_size=FLAGS.batch_size,
         strategy=cfg.train.strategy, mixed_precision=cfg.train.mixed_precision,
         tune_baselines=FLAGS.tune_baselines,

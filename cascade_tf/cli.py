@@ -98,3 +98,26 @@ def config_from_flags(flag_values, names: Iterable[str]) -> config_lib.Config:
 
 TRAIN_FLAGS = tuple(_CONFIG_FLAGS)
 DATA_FLAGS = ("dataset", "data_dir", "manual_dir", "image_dir", "image_size", "hole_size")
+
+
+def parse_list(text: str | None, flag: str) -> tuple[str, ...]:
+  """"a, b,c" -> ("a", "b", "c"); ValueError naming `flag` if empty."""
+  items = tuple(item.strip() for item in (text or "").split(",") if item.strip())
+  if not items:
+    raise ValueError(f"{flag}: expected a comma-separated list, got {text!r}.")
+  return items
+
+
+def name_value_pairs(text: str | None, flag: str, value: str) -> list[tuple[str, str]]:
+  """"a=x, b=y" -> [("a", "x"), ("b", "y")]; ValueError naming `flag` for a malformed entry.
+
+  `value` names the right-hand side in the message (e.g. "WORKDIR")."""
+  pairs = []
+  for entry in parse_list(text, flag):
+    name, sep, path = entry.partition("=")
+    name, path = name.strip(), path.strip()
+    if not sep or not name or not path:
+      raise ValueError(f"{flag}: expected name={value} entries separated by commas, got "
+                       f"{entry!r}.")
+    pairs.append((name, path))
+  return pairs

@@ -90,6 +90,35 @@ def test_curves_put_every_run_on_one_axis_of_images_seen(tmp_path):
     report.plot_runs({"x": str(tmp_path)}, str(tmp_path / "x.png"))
 
 
+def test_plateau_table_compares_the_last_two_quarters_of_each_stage():
+  from cascade_tf.training import report
+  drawn = {"a": {"joint": {"track": "joint", "offset": 100, "validation": {
+      "identity": [(120 + 10 * i, 18.0) for i in range(8)],
+      # 8 validations over images 100..180: quarters (160, 180] and (140, 160].
+      "restored": [(110 + 10 * i, 19.0 + (0.5 if i >= 6 else 0.1 * (i >= 4))) for i in range(8)],
+  }}}, "b": {"pretrain": {"track": "inpaint", "offset": 0, "validation": {
+      "inpainted": [(10, 18.0), (20, 18.5)]}}}}
+  rows = report.plateau_table(drawn).splitlines()
+  assert len(rows) == 4  # Header, rule, one row per run, stage and output (identity left out).
+  assert rows[2] == "| a | joint | restored | 180 | 19.50 | 19.50 | 19.10 | +0.40 |"
+  assert rows[3] == "| b | pretrain | inpainted | 20 | 18.50 | - | - | - |"  # Too few to judge.
+
+
+def test_training_report_compares_runs_in_one_plot(tmp_path):
+  import subprocess
+  import sys
+  run = _fake_run(tmp_path / "scratch", {"joint": ("joint", ["inpainted", "restored"])})
+  script = [sys.executable, "scripts/training_report.py", f"--output_png={tmp_path / 'c.png'}"]
+  out = subprocess.run(script + [f"--compare=x={run}, y={run}"], capture_output=True, text=True,
+                       check=True).stdout
+  assert "| x | joint | restored | 20 | 19.00 |" in out and "| y | joint |" in out
+  assert (tmp_path / "c.png").stat().st_size > 5_000
+  for bad, message in ((["--compare=x"], "--compare: expected name=WORKDIR"),
+                       ([f"--compare=x={run}", f"--workdir={run}"], "exactly one of")):
+    failed = subprocess.run(script + bad, capture_output=True, text=True)
+    assert failed.returncode != 0 and message in failed.stderr, failed.stderr
+
+
 def test_jax_command_hands_the_resolved_config_to_train_jax():
   """--trainer=jax: one train_jax.py call per run whose flags rebuild the very config."""
   from absl import flags as absl_flags

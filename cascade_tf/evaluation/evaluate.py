@@ -52,6 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from cascade_tf import cli
 from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import metrics
@@ -155,17 +156,9 @@ class EvalOptions:
 # Parsing and validating what to score.
 
 
-def parse_list(text: str | None, flag: str) -> tuple[str, ...]:
-  """"a, b,c" -> ("a", "b", "c"); ValueError naming `flag` if empty."""
-  items = tuple(item.strip() for item in (text or "").split(",") if item.strip())
-  if not items:
-    raise ValueError(f"{flag}: expected a comma-separated list, got {text!r}.")
-  return items
-
-
 def parse_tracks(text: str) -> tuple[str, ...]:
   """Parses --tracks; ValueError naming the valid tracks."""
-  tracks = parse_list(text, "--tracks")
+  tracks = cli.parse_list(text, "--tracks")
   unknown = [t for t in tracks if t not in config_lib.TRACKS]
   if unknown:
     raise ValueError(f"--tracks: unknown track(s) {unknown}: expected a comma list of "
@@ -175,25 +168,12 @@ def parse_tracks(text: str) -> tuple[str, ...]:
   return tracks
 
 
-def _name_value_pairs(text: str, flag: str, value: str) -> list[tuple[str, str]]:
-  """"a=x, b=y" -> [("a", "x"), ("b", "y")]; ValueError naming `flag` for a malformed entry."""
-  pairs = []
-  for entry in parse_list(text, flag):
-    name, sep, path = entry.partition("=")
-    name, path = name.strip(), path.strip()
-    if not sep or not name or not path:
-      raise ValueError(f"{flag}: expected name={value} entries separated by commas, got "
-                       f"{entry!r}.")
-    pairs.append((name, path))
-  return pairs
-
-
 def parse_externals(text: str | None) -> tuple[tuple[str, str], ...]:
   """--external=NAME=DIR[,NAME=DIR...] -> ((name, folder), ...), checked."""
   if not text:
     return ()
   externals = []
-  for name, folder in _name_value_pairs(text, "--external", "DIR"):
+  for name, folder in cli.name_value_pairs(text, "--external", "DIR"):
     if not _NAME_PATTERN.match(name) or name in baselines_lib.BASELINE_NAMES or "+" in name:
       raise ValueError(f"--external: the name {name!r} must be letters, digits, '_', '.' or "
                        "'-', and not a baseline's name.")
@@ -273,7 +253,7 @@ def model_specs(workdir: str | None = None, model: str | None = None,
   if model:
     specs.append(ModelSpec(DEFAULT_MODEL_NAME, model, "--model"))
   if compare:
-    for name, path in _name_value_pairs(compare, "--compare", "WORKDIR_OR_MODEL"):
+    for name, path in cli.name_value_pairs(compare, "--compare", "WORKDIR_OR_MODEL"):
       specs.append(ModelSpec(name, path, f"--compare {name}"))
   names = [s.name for s in specs]
   for spec in specs:

@@ -4,7 +4,9 @@
 the validation rows; `plot_curves` draws every stage's loss terms and its
 validation PSNR against the corrupted input's (`identity`) into one PNG;
 `validation_table` gives the last validation row of each stage as
-Markdown.
+Markdown. `plot_runs` draws several runs' validation PSNR against the
+training images each has seen, and `plateau_table` says from what it drew
+whether each stage's curve had flattened.
 """
 
 from __future__ import annotations
@@ -106,6 +108,35 @@ def validation_table(workdir: str) -> str:
       lines.append(f"| {stage} | {track} | {last['step']} | "
                    f"{key.replace('val_psnr_', '')} | {first[key]:.2f} (step {first['step']}) | "
                    f"{last[key]:.2f} | {last['val_psnr_identity']:.2f} |")
+  return "\n".join(lines)
+
+
+def plateau_table(drawn: dict) -> str:
+  """Markdown: per run, stage and output, where its validation curve ended and how it moved.
+
+  `drawn` is `plot_runs`'s return value. "last quarter" is the mean
+  validation PSNR over the stage's last quarter of training images, "the
+  quarter before" the mean over the quarter before it; their difference
+  says whether the curve had flattened (a single validation moves by more
+  than that between checkpoints, so means are compared). A stage with fewer
+  than four validations gets no means.
+  """
+  lines = ["| run | stage | output | images at the end | last val PSNR (dB) | "
+           "mean, last quarter | mean, the quarter before | change (dB) |",
+           "|---|---|---|---:|---:|---:|---:|---:|"]
+  for name, stages in drawn.items():
+    for stage, entry in stages.items():
+      for output, points in entry["validation"].items():
+        if output == "identity" or not points:
+          continue
+        start, end = entry["offset"], points[-1][0]
+        quarter = (end - start) / 4
+        last = [y for x, y in points if x > end - quarter]
+        before = [y for x, y in points if end - 2 * quarter < x <= end - quarter]
+        means = (f"{np.mean(last):.2f} | {np.mean(before):.2f} | "
+                 f"{np.mean(last) - np.mean(before):+.2f}") if len(points) >= 4 and before else (
+                     "- | - | -")
+        lines.append(f"| {name} | {stage} | {output} | {end:,} | {points[-1][1]:.2f} | {means} |")
   return "\n".join(lines)
 
 
