@@ -4,7 +4,9 @@
 FlagValues when a CLI calls it (nothing is defined at import time);
 `config_from_flags(flag_values)` resolves `--preset` plus every flag that
 was given (and each `--set section.field=value`) into a validated
-`config.Config`. No library module reads absl flags.
+`config.Config`. No library module reads absl flags. `parse_list` and
+`name_value_pairs` parse the comma-list flags several CLIs share
+(evaluate.py's --tracks and --compare, training_report.py's --compare).
 """
 
 from __future__ import annotations

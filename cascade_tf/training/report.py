@@ -133,9 +133,10 @@ def plateau_table(drawn: dict) -> str:
         quarter = (end - start) / 4
         last = [y for x, y in points if x > end - quarter]
         before = [y for x, y in points if end - 2 * quarter < x <= end - quarter]
-        means = (f"{np.mean(last):.2f} | {np.mean(before):.2f} | "
-                 f"{np.mean(last) - np.mean(before):+.2f}") if len(points) >= 4 and before else (
-                     "- | - | -")
+        means = "- | - | -"
+        if len(points) >= 4 and last and before:
+          means = (f"{np.mean(last):.2f} | {np.mean(before):.2f} | "
+                   f"{np.mean(last) - np.mean(before):+.2f}")
         lines.append(f"| {name} | {stage} | {output} | {end:,} | {points[-1][1]:.2f} | {means} |")
   return "\n".join(lines)
 
