@@ -113,7 +113,8 @@ def parse_list(text: str | None, flag: str) -> tuple[str, ...]:
 def name_value_pairs(text: str | None, flag: str, value: str) -> list[tuple[str, str]]:
   """"a=x, b=y" -> [("a", "x"), ("b", "y")]; ValueError naming `flag` for a malformed entry.
 
-  `value` names the right-hand side in the message (e.g. "WORKDIR")."""
+  `value` names the right-hand side in the message (e.g. "WORKDIR"). A name
+  given twice is an error too: each name labels one row or curve."""
   pairs = []
   for entry in parse_list(text, flag):
     name, sep, path = entry.partition("=")
@@ -121,5 +122,7 @@ def name_value_pairs(text: str | None, flag: str, value: str) -> list[tuple[str,
     if not sep or not name or not path:
       raise ValueError(f"{flag}: expected name={value} entries separated by commas, got "
                        f"{entry!r}.")
+    if any(name == seen for seen, _ in pairs):
+      raise ValueError(f"{flag}: the name {name!r} is used twice; names must be unique.")
     pairs.append((name, path))
   return pairs

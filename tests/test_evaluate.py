@@ -489,3 +489,5 @@ def test_dumped_inputs_scored_as_an_external_tool_reproduce_the_identity_row(tmp
     evaluate_lib.parse_externals(str(tool))
   with pytest.raises(ValueError, match="no such folder"):
     evaluate_lib.parse_externals("x=/no/such/folder")
+  with pytest.raises(ValueError, match="--external: the name 'x' is used twice"):
+    evaluate_lib.parse_externals(f"x={tool},x={tool}")

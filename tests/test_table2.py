@@ -114,6 +114,7 @@ def test_training_report_compares_runs_in_one_plot(tmp_path):
   assert "| x | joint | restored | 20 | 19.00 |" in out and "| y | joint |" in out
   assert (tmp_path / "c.png").stat().st_size > 5_000
   for bad, message in ((["--compare=x"], "--compare: expected name=WORKDIR"),
+                       ([f"--compare=x={run},x={run}"], "the name 'x' is used twice"),
                        ([f"--compare=x={run}", f"--workdir={run}"], "exactly one of")):
     failed = subprocess.run(script + bad, capture_output=True, text=True)
     assert failed.returncode != 0 and message in failed.stderr, failed.stderr

@@ -181,9 +181,6 @@ def parse_externals(text: str | None) -> tuple[tuple[str, str], ...]:
       raise ValueError(f"--external {name}={folder}: no such folder (it should hold "
                        "<track>/<id>.png, the outputs for evaluate.py --dump_inputs's inputs).")
     externals.append((name, folder))
-  names = [name for name, _ in externals]
-  if len(set(names)) != len(names):
-    raise ValueError(f"--external: a name is used twice in {names}.")
   return tuple(externals)
 
 
