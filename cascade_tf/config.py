@@ -129,6 +129,12 @@ class GeneratorConfig:
   # is the identity: a generator trained without them grows into one with them
   # (`train.py --init_from=pretrained`) without changing its output at the start.
   decoder_res_blocks: int = 0
+  # Beyond the paper: channels of the deepest encoder level and of the residual blocks
+  # (0: that level's width, min(base_filters * 2**(num_levels - 1), max_filters)). A
+  # generator may grow to a wider bottleneck from its trained weights
+  # (`train.py --init_from=pretrained`): the new channels start with no path into the
+  # old ones, so its output at the start is the narrower generator's.
+  bottleneck_filters: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -566,6 +572,9 @@ def validate(config: Config) -> Config:
                        f"{len(r.unet_filters)} scales needs a multiple of {scales}.")
   if g.decoder_res_blocks < 0:
     raise ValueError(f"generator.decoder_res_blocks={g.decoder_res_blocks}: must be >= 0.")
+  if g.bottleneck_filters < 0:
+    raise ValueError(f"generator.bottleneck_filters={g.bottleneck_filters}: must be >= 0 "
+                     "(0: the deepest level's width).")
   if any(rate < 1 for rate in g.dilations):
     raise ValueError(f"generator.dilations={g.dilations}: rates must be >= 1.")
   if g.prefill and not g.mask_channel:

@@ -397,10 +397,10 @@ def test_decoder_res_blocks_start_as_the_identity_so_a_generator_can_grow(tiny):
   for training in (False, True):
     np.testing.assert_array_equal(grown(x, training=training).numpy(),
                                   small(x, training=training).numpy())
-  # Growing only: the larger network does not fit into the smaller, nor another width.
+  # Growing only: the larger network does not fit into the smaller, nor a shallower one.
   assert loop._assign_grown(small, grown) is None
   assert loop._assign_grown(build_generator(config.with_overrides(
-      base, {"generator.base_filters": 8}).generator, 32), small) is None
+      base, {"generator.num_levels": 2}).generator, 32), small) is None
   # One training step moves the new blocks away from the identity.
   optimizer = keras.optimizers.Adam(1e-2)
   with tf.GradientTape() as tape:
@@ -410,6 +410,45 @@ def test_decoder_res_blocks_start_as_the_identity_so_a_generator_can_grow(tiny):
   assert float(np.abs(grown.get_layer("dec1_res1_bn2").gamma.numpy()).max()) > 0
   with pytest.raises(ValueError, match="decoder_res_blocks"):
     config.with_overrides(tiny, {"generator.decoder_res_blocks": -1})
+
+
+def test_a_generator_grows_to_a_wider_bottleneck_with_its_output_unchanged(tiny):
+  """generator.bottleneck_filters: the deepest level and the residual blocks widen; grown
+  from a narrower generator's weights it computes what that one did, until trained."""
+  from cascade_tf.training import loop  # pylint: disable=g-import-not-at-top
+  base = config.with_overrides(tiny, {"generator.mask_channel": True, "generator.prefill": True,
+                                      "generator.num_levels": 3})
+  keras.utils.set_random_seed(0)
+  small = build_generator(base.generator, 32)
+  wide_cfg = config.with_overrides(base, {"generator.bottleneck_filters": 24}).generator
+  wide = build_generator(wide_cfg, 32)
+  assert small.get_layer("enc3_conv").filters == 16  # tiny: min(4 * 2**2, 16).
+  assert [wide.get_layer(n).filters for n in ("enc2_conv", "enc3_conv", "res1_conv1",
+                                                "res2_conv2", "dec1_deconv")] == [8, 24, 24, 24, 8]
+  assert wide.count_params() > small.count_params()
+  widened = loop._assign_grown(wide, small)
+  assert "enc3_conv" in widened and "res1_conv1" in widened and "dec1_deconv" in widened
+  assert "enc1_conv" not in widened and "decoder_out" not in widened
+  # The new input channels of the first decoder layer (a transposed conv, [h, w, out, in])
+  # and of each residual conv start with no weight into the old outputs.
+  assert not np.any(wide.get_layer("dec1_deconv").kernel.numpy()[:, :, :, 16:])
+  assert not np.any(wide.get_layer("res1_conv1").kernel.numpy()[:, :, 16:, :16])
+  assert np.any(wide.get_layer("res1_conv1").kernel.numpy()[:, :, :, 16:])
+  x = np.concatenate([_images().numpy(), _centre_mask(2, 32, 32, 8, 8, 16)], -1)
+  for training in (False, True):
+    np.testing.assert_allclose(wide(x, training=training).numpy(),
+                               small(x, training=training).numpy(), rtol=0, atol=1e-6)
+  # Only growing: the wide one does not fit into the narrow one.
+  assert loop._assign_grown(small, wide) is None
+  # One step moves the cut weights: the new channels start to feed the old ones.
+  optimizer = keras.optimizers.Adam(1e-2)
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.abs(wide(x, training=True) - x[..., :3] * 0.5))
+  optimizer.apply_gradients(zip(tape.gradient(loss, wide.trainable_variables),
+                                wide.trainable_variables))
+  assert np.any(wide.get_layer("dec1_deconv").kernel.numpy()[:, :, :, 16:])
+  with pytest.raises(ValueError, match="bottleneck_filters"):
+    config.with_overrides(tiny, {"generator.bottleneck_filters": -1})
 
 
 def test_unet_restorer_size_identity_and_parameters(tiny):

@@ -191,7 +191,7 @@ def test_fine_tuning_starts_from_the_shipped_networks_and_may_grow_the_generator
     for stage in ("pretrain", "dd"):
       assert loop._warm_start_pretrained(stages_lib.SPECS[stage], nets) == [
           f"{stages_lib.SPECS[stage].trained[0]}<-{pretrained.NAME}"]
-  assert "generator warm-started from the pretrained cascade, grown by 8 layers" in caplog.text
+  assert "generator warm-started from the pretrained cascade, grown by 8 new or widened layers" in caplog.text
   rng = np.random.default_rng(0)
   image = rng.uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)  # The networks' size.
   mask = np.zeros((1, 128, 128, 1), np.float32)
@@ -201,6 +201,12 @@ def test_fine_tuning_starts_from_the_shipped_networks_and_may_grow_the_generator
                              shipped.generator(x, training=False).numpy(), atol=1e-6)
   for a, b in zip(nets["restorer"].weights, shipped.restorer.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # A wider bottleneck grows too, with the shipped output at the start.
+  wide = stages_lib.build_networks(config_lib.with_overrides(
+      shipped.config, {"generator.bottleneck_filters": 160}), ["generator"])
+  loop._warm_start_pretrained(stages_lib.SPECS["pretrain"], wide)
+  np.testing.assert_allclose(wide["generator"](x, training=False).numpy(),
+                             shipped.generator(x, training=False).numpy(), atol=1e-5)
   other = config_lib.with_overrides(shipped.config, {"generator.base_filters": 16})
   with pytest.raises(ValueError, match="does not fit this config's generator"):
     loop._warm_start_pretrained(stages_lib.SPECS["pretrain"],

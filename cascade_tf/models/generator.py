@@ -28,6 +28,12 @@ connections and an input-to-output skip:
   (`layers.PushPullFill`, no weights), which feeds the encoder and the
   input skip, so the network learns a correction of a smooth fill rather
   than the hole's content from a constant.
+* With `bottleneck_filters` (beyond the paper) the deepest encoder level
+  and the residual blocks have that width instead of the level's
+  min(base_filters * 2**(L - 1), max_filters); the decoder's widths stay.
+  A trained generator grows into a wider one by `train.py
+  --init_from=pretrained` (training/loop.py `_assign_grown`: the new
+  channels get no path into the old ones, so its output is unchanged).
 * With `decoder_res_blocks` (beyond the paper) each decoder level but the
   last is followed, after its mirrored skip, by that many residual blocks of
   its width; their second batch norm starts at gamma = 0, so each starts as
@@ -51,8 +57,11 @@ from cascade_tf.models import layers
 
 
 def _level_filters(cfg: GeneratorConfig) -> list[int]:
-  """Output channels of encoder level i = 0 .. num_levels - 1."""
-  return [min(cfg.base_filters * 2**i, cfg.max_filters) for i in range(cfg.num_levels)]
+  """Output channels of encoder level i = 0 .. num_levels - 1 (the last: the bottleneck's)."""
+  filters = [min(cfg.base_filters * 2**i, cfg.max_filters) for i in range(cfg.num_levels)]
+  if cfg.bottleneck_filters:
+    filters[-1] = cfg.bottleneck_filters
+  return filters
 
 
 def _residual_block(x, filters: int, kernel_size: int, name: str, dilation: int = 1,
@@ -77,9 +86,10 @@ def _validate(cfg: GeneratorConfig, image_size: int | None) -> None:
     raise ValueError(f"generator.num_levels={cfg.num_levels}: must be >= 1.")
   if cfg.num_res_blocks < 0:
     raise ValueError(f"generator.num_res_blocks={cfg.num_res_blocks}: must be >= 0.")
-  if cfg.base_filters < 1 or cfg.max_filters < 1:
-    raise ValueError(f"generator.base_filters={cfg.base_filters} and "
-                     f"generator.max_filters={cfg.max_filters}: must be >= 1.")
+  if cfg.base_filters < 1 or cfg.max_filters < 1 or cfg.bottleneck_filters < 0:
+    raise ValueError(f"generator.base_filters={cfg.base_filters}, "
+                     f"generator.max_filters={cfg.max_filters}: must be >= 1; "
+                     f"generator.bottleneck_filters={cfg.bottleneck_filters}: >= 0.")
   for name in ("down_kernel_size", "res_kernel_size"):
     if getattr(cfg, name) < 1:
       raise ValueError(f"generator.{name}={getattr(cfg, name)}: must be >= 1.")

@@ -60,6 +60,7 @@ from typing import Any, Callable
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cascade_tf import config as config_lib
@@ -445,11 +446,12 @@ def _warm_start_pretrained(spec: stages_lib.StageSpec, nets) -> list[str]:
           f"--init_from={pretrained.NAME}: the shipped {name} (preset "
           f"{shipped.config.preset!r}, {pretrained.DIRECTORY}) does not fit this config's "
           f"{name}: train with --preset={shipped.config.preset} and its network settings "
-          "(layers may only be added, e.g. --set=generator.decoder_res_blocks=1).")
+          "(layers may only be added or widened, e.g. --set=generator.decoder_res_blocks=1 "
+          "or --set=generator.bottleneck_filters=256).")
     if new_layers:
       logging.warning("Stage %s: %s warm-started from the pretrained cascade, grown by %d "
-                      "layers that start from their initialisers: %s", spec.name, name,
-                      len(new_layers), ", ".join(new_layers))
+                      "new or widened layers (new weights from their initialisers): %s",
+                      spec.name, name, len(new_layers), ", ".join(new_layers))
     else:
       logging.info("Stage %s: %s warm-started from the pretrained cascade", spec.name, name)
     restored.append(f"{name}<-{pretrained.NAME}")
@@ -459,20 +461,56 @@ def _warm_start_pretrained(spec: stages_lib.StageSpec, nets) -> list[str]:
 def _assign_grown(target: keras.Model, source: keras.Model) -> list[str] | None:
   """Copies `source`'s variables into `target`'s of the same path (layer/variable).
 
-  Returns the layers of `target` that `source` lacks (empty when the two
-  are alike), or None, assigning nothing, when a variable of `source` has
-  no place in `target` (a missing layer or another shape): a network may
-  grow (generator.decoder_res_blocks), not shrink or change. Layer names
-  are unique within a functional model, so paths are too.
+  A network may grow, not shrink or change: `target` may have layers that
+  `source` lacks (generator.decoder_res_blocks) and wider variables
+  (generator.bottleneck_filters). A wider variable gets `source`'s values
+  in its leading slice; in a wider convolution kernel the weights from new
+  input channels to old output channels are zeroed, so the old channels
+  compute what they did and `target`'s output is `source`'s until trained,
+  while every other new weight keeps its initialiser (the new channels
+  differ from each other and learn).
+
+  Returns the layers of `target` that `source` lacks or that grew wider
+  (empty when the two are alike), or None, assigning nothing, when a
+  variable of `source` has no place in `target`: a missing layer, another
+  rank, a narrower axis, or a wider kernel of a layer other than Conv2D and
+  Conv2DTranspose. Layer names are unique within a functional model, so
+  paths are too.
   """
   by_path = {v.path: v for v in target.weights}
-  if any(v.path not in by_path or tuple(by_path[v.path].shape) != tuple(v.shape)
-         for v in source.weights):
-    return None
+  plans = []
   for value in source.weights:
-    by_path[value.path].assign(value.value)
+    slot = by_path.get(value.path)
+    if slot is None or len(slot.shape) != len(value.shape) or any(
+        new < old for new, old in zip(slot.shape, value.shape)):
+      return None
+    old_shape = tuple(value.shape)
+    cut = None  # (input axis, output axis) of a wider kernel: zero new-in -> old-out.
+    if tuple(slot.shape) != old_shape and len(old_shape) == 4:
+      layer = target.get_layer(value.path.split("/")[0])
+      if isinstance(layer, keras.layers.Conv2DTranspose):
+        cut = (3, 2)  # Keras stores a transposed kernel as [h, w, out, in].
+      elif isinstance(layer, keras.layers.Conv2D):
+        cut = (2, 3)
+      else:
+        return None
+    plans.append((slot, value, old_shape, cut))
+  grown = set()
+  for slot, value, old_shape, cut in plans:
+    if tuple(slot.shape) == old_shape:
+      slot.assign(value.value)
+      continue
+    grown.add(slot.path.split("/")[0])
+    merged = np.array(keras.ops.convert_to_numpy(slot.value))
+    merged[tuple(slice(0, n) for n in old_shape)] = keras.ops.convert_to_numpy(value.value)
+    if cut is not None:
+      index = [slice(None)] * 4
+      index[cut[0]] = slice(old_shape[cut[0]], None)
+      index[cut[1]] = slice(0, old_shape[cut[1]])
+      merged[tuple(index)] = 0.0
+    slot.assign(merged)
   known = {v.path for v in source.weights}
-  return sorted({v.path.split("/")[0] for v in target.weights if v.path not in known})
+  return sorted(grown | {v.path.split("/")[0] for v in target.weights if v.path not in known})
 
 
 @runtime.keeps_global_policy
