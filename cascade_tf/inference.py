@@ -187,6 +187,41 @@ def write_workdir(workdir: str, cfg: config_lib.Config, generator: keras.Model,
   return workdir
 
 
+def combine(generator_source: str, restorer_source: str, workdir: str) -> str:
+  """Writes a workdir whose generator is `generator_source`'s and restorer `restorer_source`'s.
+
+  Each source is a workdir or `pretrained`; the networks are taken as
+  `load_cascade` finds them (unfolded), and a generator-only workdir (only
+  `pretrain` trained) is fine. config.json is the generator source's, with
+  the restorer's section and its `dd_*` training settings taken from the
+  restorer source; `combined_from.json` records both sources. This is how
+  a generator fine-tuned alone is scored, or shipped, with a restorer of
+  another run (`scripts/combine_cascade.py`).
+
+  Raises:
+    ValueError: when `workdir` already has a checkpoint, or a source fails to load.
+  """
+  if tf.io.gfile.exists(os.path.join(workdir, "config.json")):
+    raise ValueError(f"--output={workdir} already holds a workdir (config.json); choose a new "
+                     "directory.")
+  with_generator = load_cascade(generator_source, fold_batch_norm=False,
+                                allow_random_restorer=True)
+  with_restorer = load_cascade(restorer_source, fold_batch_norm=False)
+  restorer_train = {f.name: getattr(with_restorer.config.train, f.name)
+                    for f in dataclasses.fields(with_restorer.config.train)
+                    if f.name.startswith("dd_")}
+  cfg = dataclasses.replace(
+      with_generator.config, restorer=with_restorer.config.restorer,
+      train=dataclasses.replace(with_generator.config.train, **restorer_train))
+  write_workdir(workdir, cfg, with_generator.generator, with_restorer.restorer)
+  with tf.io.gfile.GFile(os.path.join(workdir, "combined_from.json"), "w") as f:
+    json.dump({"generator": {"source": generator_source,
+                             "weights": with_generator.weights_from["generator"]},
+               "restorer": {"source": restorer_source,
+                            "weights": with_restorer.weights_from["restorer"]}}, f, indent=2)
+  return workdir
+
+
 def list_versions(export_dir: str) -> list[int]:
   """The integer-named version folders in `export_dir`, ascending."""
   if not tf.io.gfile.isdir(export_dir):

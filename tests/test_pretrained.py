@@ -211,3 +211,30 @@ def test_fine_tuning_starts_from_the_shipped_networks_and_may_grow_the_generator
   with pytest.raises(ValueError, match="does not fit this config's generator"):
     loop._warm_start_pretrained(stages_lib.SPECS["pretrain"],
                                 stages_lib.build_networks(other, ["generator"]))
+
+
+def test_combine_pairs_one_sources_generator_with_anothers_restorer(tmp_path):
+  """scripts/combine_cascade.py: a generator trained alone, scored with the shipped restorer."""
+  tiny_dir = workdirs.make_random_workdir(tmp_path / "tiny")
+  out = str(tmp_path / "combined")
+  proc = subprocess.run([sys.executable, "scripts/combine_cascade.py", f"--generator={tiny_dir}",
+                         "--restorer=pretrained", f"--output={out}"], cwd=ROOT,
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr
+  combined = inference.load_workdir_cascade(out, fold_batch_norm=False)
+  tiny = inference.load_workdir_cascade(tiny_dir, fold_batch_norm=False)
+  shipped = pretrained.load()
+  for got, want in ((combined.generator, tiny.generator), (combined.restorer, shipped.restorer)):
+    assert len(got.weights) == len(want.weights)
+    for a, b in zip(got.weights, want.weights):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+  assert combined.config.generator == tiny.config.generator
+  assert combined.config.restorer == shipped.config.restorer
+  assert combined.config.train.dd_lr == shipped.config.train.dd_lr
+  assert combined.config.train.pretrain_lr == tiny.config.train.pretrain_lr
+  sources = json.loads((Path(out) / "combined_from.json").read_text())
+  assert sources["generator"]["source"] == tiny_dir
+  assert sources["restorer"]["source"] == "pretrained"
+  # An existing workdir is never overwritten; the error names the flag.
+  with pytest.raises(ValueError, match="already holds a workdir"):
+    inference.combine("pretrained", "pretrained", out)
