@@ -22,6 +22,11 @@ checks the variable paths and shapes against the model before it assigns
 anything, so a manifest from another configuration fails with a message
 that names the first mismatch.
 
+`load_weights(..., grow=True)` and `assign_grown` load saved weights into
+a grown version of the network (new layers, wider channels) such that it
+computes what the saved one did: `train.py --init_from=pretrained` and
+`scripts/train_jax.py --init_dir` share them.
+
 The arrays may be stored in a narrower dtype (`store_dtype="float16"`) to
 fit a transfer limit; they are cast back to the model's dtypes on loading.
 
@@ -157,18 +162,54 @@ def _path_tail(path: str) -> str:
   return path.split("/", 1)[1] if "/" in path else path
 
 
-def load_weights(model: keras.Model, directory: str, name: str) -> dict:
+def read_arrays(directory: str, name: str) -> tuple[dict, list[dict]]:
+  """The manifest of `name` in `directory` and its arrays, in saved order, as stored.
+
+  Raises:
+    FileNotFoundError: no manifest or a missing shard (named).
+    ValueError: shards that do not hold every variable.
+  """
+  manifest = read_manifest(directory, name)
+  where = manifest_path(directory, name)
+  arrays: dict[int, np.ndarray] = {}
+  for shard in manifest["shards"]:
+    path = os.path.join(directory, shard["file"])
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{where} lists shard {path}, which is missing.")
+    with np.load(path) as data:
+      for index in shard["indices"]:
+        arrays[index] = data[f"w{index:05d}"]
+  if sorted(arrays) != list(range(len(manifest["variables"]))):
+    raise ValueError(f"{where}: the shards do not hold every variable.")
+  return manifest, [arrays[i] for i in range(len(arrays))]
+
+
+def load_weights(model: keras.Model, directory: str, name: str, *,
+                 grow: bool = False) -> dict:
   """Assigns the weights saved by `save_weights` to `model`; returns the manifest.
+
+  With `grow`, `model` may be a grown version of the saved network (new
+  layers, wider channels: `assign_grown`); the manifest then gets the key
+  "grown" with the layers that are new or wider.
 
   Raises:
     FileNotFoundError: no manifest or a missing shard (named).
     ValueError: a different number of variables, or a variable whose path or
-      shape differs (the first mismatch is named).
+      shape differs (the first mismatch is named); with `grow`, saved weights
+      that have no place in `model`.
   """
-  manifest = read_manifest(directory, name)
+  manifest, arrays = read_arrays(directory, name)
   saved = manifest["variables"]
   variables = model.weights
   where = manifest_path(directory, name)
+  if grow:
+    grown = assign_grown(model, {e["path"]: a for e, a in zip(saved, arrays)})
+    if grown is None:
+      raise ValueError(f"{where}: the saved {name} does not fit model '{model.name}', nor "
+                       "does it grow into it (only new layers and wider channels can be "
+                       "added): the weights come from a different configuration.")
+    manifest["grown"] = grown
+    return manifest
   if len(saved) != len(variables):
     raise ValueError(f"{where}: {len(saved)} variables saved, but model '{model.name}' has "
                      f"{len(variables)}: the weights come from a different configuration.")
@@ -178,16 +219,63 @@ def load_weights(model: keras.Model, directory: str, name: str) -> dict:
       raise ValueError(f"{where}: saved variable {entry['path']} {tuple(entry['shape'])} does "
                        f"not match the model's {variable.path} {tuple(variable.shape)}: the "
                        "weights come from a different configuration.")
-  arrays: dict[int, np.ndarray] = {}
-  for shard in manifest["shards"]:
-    path = os.path.join(directory, shard["file"])
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{where} lists shard {path}, which is missing.")
-    with np.load(path) as data:
-      for index in shard["indices"]:
-        arrays[index] = data[f"w{index:05d}"]
-  if sorted(arrays) != list(range(len(variables))):
-    raise ValueError(f"{where}: the shards do not hold every variable.")
-  for index, variable in enumerate(variables):
-    variable.assign(arrays[index].astype(keras.backend.standardize_dtype(variable.dtype)))
+  for array, variable in zip(arrays, variables):
+    variable.assign(array.astype(keras.backend.standardize_dtype(variable.dtype)))
   return manifest
+
+
+def assign_grown(target: keras.Model, source: dict[str, np.ndarray]) -> list[str] | None:
+  """Copies the arrays of `source` (variable path -> array) into `target`'s variables.
+
+  A network may grow, not shrink or change: `target` may have layers that
+  `source` lacks (generator.decoder_res_blocks) and wider variables
+  (generator.bottleneck_filters). A wider variable gets `source`'s values
+  in its leading slice; in a wider convolution kernel the weights from new
+  input channels to old output channels are zeroed, so the old channels
+  compute what they did and `target`'s output is `source`'s until trained,
+  while every other new weight keeps its initialiser (the new channels
+  differ from each other and learn). Leading slices correspond because this
+  project's networks mix channels only in convolutions and channel-wise
+  sums (no concatenation of grown tensors).
+
+  Paths are `layer/variable`, as Keras names them. Returns the layers of
+  `target` that `source` lacks or that grew wider (empty when the two are
+  alike), or None, assigning nothing, when an array of `source` has no
+  place in `target`: a missing variable, another rank, a narrower axis, or a
+  wider kernel of a layer other than Conv2D and Conv2DTranspose.
+  """
+  by_path = {v.path: v for v in target.weights}
+  plans = []
+  for path, value in source.items():
+    slot = by_path.get(path)
+    if slot is None or len(slot.shape) != value.ndim or any(
+        new < old for new, old in zip(slot.shape, value.shape)):
+      return None
+    cut = None  # (input axis, output axis) of a wider kernel: zero new-in -> old-out.
+    if tuple(slot.shape) != value.shape and value.ndim == 4:
+      layer = target.get_layer(path.split("/")[0])
+      if isinstance(layer, keras.layers.Conv2DTranspose):
+        cut = (3, 2)  # Keras stores a transposed kernel as [h, w, out, in].
+      elif isinstance(layer, keras.layers.Conv2D):
+        cut = (2, 3)
+      else:
+        return None
+    plans.append((slot, value, cut))
+  grown = set()
+  for slot, value, cut in plans:
+    dtype = keras.backend.standardize_dtype(slot.dtype)
+    if tuple(slot.shape) == value.shape:
+      slot.assign(value.astype(dtype))
+      continue
+    grown.add(slot.path.split("/")[0])
+    merged = np.array(keras.ops.convert_to_numpy(slot.value))
+    merged[tuple(slice(0, n) for n in value.shape)] = value
+    if cut is not None:
+      index = [slice(None)] * 4
+      index[cut[0]] = slice(value.shape[cut[0]], None)
+      index[cut[1]] = slice(0, value.shape[cut[1]])
+      merged[tuple(index)] = 0.0
+    slot.assign(merged.astype(dtype))
+  known = {path for path in source}
+  return sorted(grown | {v.path.split("/")[0] for v in target.weights
+                         if v.path not in known})

@@ -103,8 +103,10 @@ _STAGES = flags.DEFINE_list("stages", ["pretrain", "gan", "dd", "joint"], "Stage
 _STAGE_SECONDS = flags.DEFINE_list(
     "stage_seconds", [], "Time budget per stage, stage=seconds (e.g. pretrain=300); a stage "
     "without one runs its configured steps.")
-_INIT_DIR = flags.DEFINE_string("init_dir", None, "Warm start: an earlier --out_dir whose "
-                                "weights are loaded for every network they exist for.")
+_INIT_DIR = flags.DEFINE_string("init_dir", None, "Warm start: an earlier --out_dir (or "
+                                "cascade_tf/pretrained) whose weights are loaded for every "
+                                "network they exist for; a network may have grown since "
+                                "(generator.decoder_res_blocks, generator.bottleneck_filters).")
 _FROM_SCRATCH = flags.DEFINE_bool(
     "from_scratch", False, "Let a stage start from random weights where train.py would warm-"
     "start it (gan: the generator; joint: all three networks); default: refuse.")
@@ -415,7 +417,12 @@ def main(argv):
       raise app.UsageError(str(error)) from None
   models = stages_lib.build_networks(cfg, needed)
   for name in init:
-    weights_io.load_weights(models[name], _INIT_DIR.value, name)
+    # The networks may have grown since (new decoder blocks, a wider bottleneck): the new
+    # weights start so that each network computes what the saved one did.
+    grown = weights_io.load_weights(models[name], _INIT_DIR.value, name, grow=True)["grown"]
+    if grown:
+      print(f"{name}: grown from {_INIT_DIR.value} by {len(grown)} new or widened layers: "
+            f"{', '.join(grown)}", flush=True)
   sampler = CropSampler(os.path.join(_BUNDLE.value, "images"), cfg.data.image_size,
                         cfg.data.train_crop_min_fraction, cfg.train.batch_size, cfg.train.seed,
                         _LOADER_THREADS.value)

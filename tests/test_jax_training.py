@@ -81,9 +81,22 @@ def test_weights_io_round_trip_shards_and_errors(tmp_path):
     assert b.dtype == np.float32
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
+  # A grown network (a wider bottleneck) loads the saved one with `grow`, its output unchanged.
+  wide_cfg = config_lib.with_overrides(cfg, {"generator.bottleneck_filters": 24})
+  [wide] = stages_lib.build_networks(wide_cfg, ["generator"]).values()
+  with pytest.raises(ValueError, match="different configuration"):
+    weights_io.load_weights(wide, str(tmp_path / "w"), "generator")
+  manifest = weights_io.load_weights(wide, str(tmp_path / "w"), "generator", grow=True)
+  assert {"enc2_conv", "res1_conv1"} <= set(manifest["grown"]) and "enc1_conv" not in manifest["grown"]
+  x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_allclose(keras.ops.convert_to_numpy(wide(x, training=False)),
+                             keras.ops.convert_to_numpy(generator(x, training=False)), atol=1e-5)
+
   [restorer] = stages_lib.build_networks(cfg, ["restorer"]).values()
   with pytest.raises(ValueError, match=r"generator\.json.*different configuration"):
     weights_io.load_weights(restorer, str(tmp_path / "w"), "generator")
+  with pytest.raises(ValueError, match=r"generator\.json.*nor does it grow into it"):
+    weights_io.load_weights(restorer, str(tmp_path / "w"), "generator", grow=True)
   with pytest.raises(FileNotFoundError, match="restorer.json"):
     weights_io.load_weights(restorer, str(tmp_path / "w"), "restorer")
   second_shard = weights_io.read_manifest(str(tmp_path / "w"), "generator")["shards"][1]["file"]

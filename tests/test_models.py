@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from cascade_tf import config
 from cascade_tf import losses
+from cascade_tf import weights_io
 from cascade_tf.models import build_cascade
 from cascade_tf.models.cascade import cascade_inputs
 from cascade_tf.models import build_critic
@@ -378,9 +379,13 @@ def test_dilated_residual_blocks_cycle_their_rates(tiny):
     config.with_overrides(tiny, {"generator.dilations": "0"})
 
 
+def _grow(target, source):
+  """weights_io.assign_grown from a built network (as train.py's warm start calls it)."""
+  return weights_io.assign_grown(target, {v.path: v.numpy() for v in source.weights})
+
+
 def test_decoder_res_blocks_start_as_the_identity_so_a_generator_can_grow(tiny):
   """A generator grown by decoder blocks computes what it computed before, until trained."""
-  from cascade_tf.training import loop  # pylint: disable=g-import-not-at-top
   base = config.with_overrides(tiny, {"generator.mask_channel": True, "generator.prefill": True,
                                       "generator.num_levels": 3})
   keras.utils.set_random_seed(0)
@@ -390,7 +395,7 @@ def test_decoder_res_blocks_start_as_the_identity_so_a_generator_can_grow(tiny):
   # Two blocks after each decoder level but the last, at that level's width.
   assert [grown.get_layer(f"dec{j}_res{k}_conv1").filters for j in (1, 2) for k in (1, 2)] == [
       8, 8, 4, 4]
-  assert loop._assign_grown(grown, small) == sorted(
+  assert _grow(grown, small) == sorted(
       f"dec{j}_res{k}_{part}" for j in (1, 2) for k in (1, 2)
       for part in ("bn1", "bn2", "conv1", "conv2"))
   x = np.concatenate([_images().numpy(), _centre_mask(2, 32, 32, 8, 8, 16)], -1)
@@ -398,8 +403,8 @@ def test_decoder_res_blocks_start_as_the_identity_so_a_generator_can_grow(tiny):
     np.testing.assert_array_equal(grown(x, training=training).numpy(),
                                   small(x, training=training).numpy())
   # Growing only: the larger network does not fit into the smaller, nor a shallower one.
-  assert loop._assign_grown(small, grown) is None
-  assert loop._assign_grown(build_generator(config.with_overrides(
+  assert _grow(small, grown) is None
+  assert _grow(build_generator(config.with_overrides(
       base, {"generator.num_levels": 2}).generator, 32), small) is None
   # One training step moves the new blocks away from the identity.
   optimizer = keras.optimizers.Adam(1e-2)
@@ -415,7 +420,6 @@ def test_decoder_res_blocks_start_as_the_identity_so_a_generator_can_grow(tiny):
 def test_a_generator_grows_to_a_wider_bottleneck_with_its_output_unchanged(tiny):
   """generator.bottleneck_filters: the deepest level and the residual blocks widen; grown
   from a narrower generator's weights it computes what that one did, until trained."""
-  from cascade_tf.training import loop  # pylint: disable=g-import-not-at-top
   base = config.with_overrides(tiny, {"generator.mask_channel": True, "generator.prefill": True,
                                       "generator.num_levels": 3})
   keras.utils.set_random_seed(0)
@@ -426,7 +430,7 @@ def test_a_generator_grows_to_a_wider_bottleneck_with_its_output_unchanged(tiny)
   assert [wide.get_layer(n).filters for n in ("enc2_conv", "enc3_conv", "res1_conv1",
                                                 "res2_conv2", "dec1_deconv")] == [8, 24, 24, 24, 8]
   assert wide.count_params() > small.count_params()
-  widened = loop._assign_grown(wide, small)
+  widened = _grow(wide, small)
   assert "enc3_conv" in widened and "res1_conv1" in widened and "dec1_deconv" in widened
   assert "enc1_conv" not in widened and "decoder_out" not in widened
   # The new input channels of the first decoder layer (a transposed conv, [h, w, out, in])
@@ -439,7 +443,7 @@ def test_a_generator_grows_to_a_wider_bottleneck_with_its_output_unchanged(tiny)
     np.testing.assert_allclose(wide(x, training=training).numpy(),
                                small(x, training=training).numpy(), rtol=0, atol=1e-6)
   # Only growing: the wide one does not fit into the narrow one.
-  assert loop._assign_grown(small, wide) is None
+  assert _grow(small, wide) is None
   # One step moves the cut weights: the new channels start to feed the old ones.
   optimizer = keras.optimizers.Adam(1e-2)
   with tf.GradientTape() as tape:

@@ -60,12 +60,12 @@ from typing import Any, Callable
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 from cascade_tf import config as config_lib
 from cascade_tf import pretrained
 from cascade_tf import runtime
+from cascade_tf import weights_io
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
 from cascade_tf.models import perceptual
@@ -440,7 +440,8 @@ def _warm_start_pretrained(spec: stages_lib.StageSpec, nets) -> list[str]:
                    "none).", spec.name, name)
       continue
     source = getattr(shipped, name)
-    new_layers = _assign_grown(nets[name], source)
+    new_layers = weights_io.assign_grown(
+        nets[name], {v.path: keras.ops.convert_to_numpy(v.value) for v in source.weights})
     if new_layers is None:
       raise ValueError(
           f"--init_from={pretrained.NAME}: the shipped {name} (preset "
@@ -456,61 +457,6 @@ def _warm_start_pretrained(spec: stages_lib.StageSpec, nets) -> list[str]:
       logging.info("Stage %s: %s warm-started from the pretrained cascade", spec.name, name)
     restored.append(f"{name}<-{pretrained.NAME}")
   return restored
-
-
-def _assign_grown(target: keras.Model, source: keras.Model) -> list[str] | None:
-  """Copies `source`'s variables into `target`'s of the same path (layer/variable).
-
-  A network may grow, not shrink or change: `target` may have layers that
-  `source` lacks (generator.decoder_res_blocks) and wider variables
-  (generator.bottleneck_filters). A wider variable gets `source`'s values
-  in its leading slice; in a wider convolution kernel the weights from new
-  input channels to old output channels are zeroed, so the old channels
-  compute what they did and `target`'s output is `source`'s until trained,
-  while every other new weight keeps its initialiser (the new channels
-  differ from each other and learn).
-
-  Returns the layers of `target` that `source` lacks or that grew wider
-  (empty when the two are alike), or None, assigning nothing, when a
-  variable of `source` has no place in `target`: a missing layer, another
-  rank, a narrower axis, or a wider kernel of a layer other than Conv2D and
-  Conv2DTranspose. Layer names are unique within a functional model, so
-  paths are too.
-  """
-  by_path = {v.path: v for v in target.weights}
-  plans = []
-  for value in source.weights:
-    slot = by_path.get(value.path)
-    if slot is None or len(slot.shape) != len(value.shape) or any(
-        new < old for new, old in zip(slot.shape, value.shape)):
-      return None
-    old_shape = tuple(value.shape)
-    cut = None  # (input axis, output axis) of a wider kernel: zero new-in -> old-out.
-    if tuple(slot.shape) != old_shape and len(old_shape) == 4:
-      layer = target.get_layer(value.path.split("/")[0])
-      if isinstance(layer, keras.layers.Conv2DTranspose):
-        cut = (3, 2)  # Keras stores a transposed kernel as [h, w, out, in].
-      elif isinstance(layer, keras.layers.Conv2D):
-        cut = (2, 3)
-      else:
-        return None
-    plans.append((slot, value, old_shape, cut))
-  grown = set()
-  for slot, value, old_shape, cut in plans:
-    if tuple(slot.shape) == old_shape:
-      slot.assign(value.value)
-      continue
-    grown.add(slot.path.split("/")[0])
-    merged = np.array(keras.ops.convert_to_numpy(slot.value))
-    merged[tuple(slice(0, n) for n in old_shape)] = keras.ops.convert_to_numpy(value.value)
-    if cut is not None:
-      index = [slice(None)] * 4
-      index[cut[0]] = slice(old_shape[cut[0]], None)
-      index[cut[1]] = slice(0, old_shape[cut[1]])
-      merged[tuple(index)] = 0.0
-    slot.assign(merged)
-  known = {v.path for v in source.weights}
-  return sorted(grown | {v.path.split("/")[0] for v in target.weights if v.path not in known})
 
 
 @runtime.keeps_global_policy
