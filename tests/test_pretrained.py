@@ -202,8 +202,9 @@ def test_fine_tuning_starts_from_the_shipped_networks_and_may_grow_the_generator
   for a, b in zip(nets["restorer"].weights, shipped.restorer.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
   # A wider bottleneck grows too, with the shipped output at the start.
+  width = shipped.generator.get_layer("res1_conv1").filters + 32
   wide = stages_lib.build_networks(config_lib.with_overrides(
-      shipped.config, {"generator.bottleneck_filters": 160}), ["generator"])
+      shipped.config, {"generator.bottleneck_filters": width}), ["generator"])
   loop._warm_start_pretrained(stages_lib.SPECS["pretrain"], wide)
   np.testing.assert_allclose(wide["generator"](x, training=False).numpy(),
                              shipped.generator(x, training=False).numpy(), atol=1e-5)
