@@ -32,7 +32,7 @@ connections and an input-to-output skip:
   and the residual blocks have that width instead of the level's
   min(base_filters * 2**(L - 1), max_filters); the decoder's widths stay.
   A trained generator grows into a wider one by `train.py
-  --init_from=pretrained` (training/loop.py `_assign_grown`: the new
+  --init_from=pretrained` (`weights_io.assign_grown`: the new
   channels get no path into the old ones, so its output is unchanged).
 * With `decoder_res_blocks` (beyond the paper) each decoder level but the
   last is followed, after its mirrored skip, by that many residual blocks of
