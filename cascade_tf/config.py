@@ -351,8 +351,9 @@ def photo() -> Config:
   mix), and the options that measured better at equal CPU time
   (docs/architecture.md, "Beyond the paper"): a generator with a push-pull
   prefill, three levels (a 16 x 16 bottleneck at 128 px, whose six
-  residual blocks already see the whole image) of 32-128 channels (2.1 M
-  parameters); a three-scale U-Net restorer (32-64-128 channels, 1.0 M
+  residual blocks already see the whole image) of 32-64 channels and a
+  256-channel bottleneck (7.7 M parameters; grown from 128 channels, which
+  it beat at equal CPU time, docs/training.md "Fifth sitting"); a three-scale U-Net restorer (32-64-128 channels, 1.0 M
   parameters) trained at batch 8; the reconstruction stages on L1 with
   Adam and a cosine decay, the adversarial stages' main updates on Adam at
   the paper's rate. Dilated blocks (`generator.dilations`) made a step 3.2x
@@ -362,7 +363,8 @@ def photo() -> Config:
   return validate(dataclasses.replace(
       base, preset="photo",
       generator=dataclasses.replace(base.generator, num_levels=3, base_filters=32,
-                                    max_filters=128, num_res_blocks=6, prefill=True),
+                                    max_filters=128, num_res_blocks=6, prefill=True,
+                                    bottleneck_filters=256),
       restorer=dataclasses.replace(base.restorer, arch="unet"),
       loss=dataclasses.replace(base.loss, reconstruction="l1"),
       train=dataclasses.replace(base.train, optimizer="adam", lr_decay="cosine",

@@ -471,8 +471,10 @@ def test_unet_restorer_size_identity_and_parameters(tiny):
 
 
 def test_photo_preset_counts():
-  cfg = config.photo()
-  assert build_generator(cfg.generator, 128).count_params() == 2_108_163
+  cfg = config.photo()  # A 256-channel bottleneck (docs/architecture.md, MODEL_CARD.md).
+  assert build_generator(cfg.generator, 128).count_params() == 7_685_379
+  narrow = config.with_overrides(cfg, {"generator.bottleneck_filters": 0})
+  assert build_generator(narrow.generator, 128).count_params() == 2_108_163
 
 
 def test_unet_restorer_learns_to_denoise_with_l1_and_adam(tiny):

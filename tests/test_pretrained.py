@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import pretrained
 from cascade_tf import weights_io
@@ -80,6 +81,9 @@ def test_the_shipped_cascade_verifies_and_fits_the_size_limit():
   assert weights <= SIZE_LIMIT
   cfg = pretrained.load_config()
   assert cfg.preset == "photo" and cfg.generator.mask_channel and cfg.generator.composite
+  # The preset builds the shipped networks, so `--preset=photo --init_from=pretrained` fits.
+  assert cfg.generator == config_lib.photo().generator
+  assert cfg.restorer == config_lib.photo().restorer
   assert (Path(pretrained.DIRECTORY) / "MODEL_CARD.md").exists()
 
 
@@ -181,7 +185,6 @@ def test_bfloat16_inference_of_the_shipped_model_stays_close_to_float32():
 def test_fine_tuning_starts_from_the_shipped_networks_and_may_grow_the_generator(caplog):
   """`train.py --init_from=pretrained`: each trained network starts as the shipped one; a
   generator with new decoder blocks (which start as the identity) computes what it did."""
-  from cascade_tf import config as config_lib  # pylint: disable=g-import-not-at-top
   from cascade_tf.training import loop  # pylint: disable=g-import-not-at-top
   from cascade_tf.training import stages as stages_lib  # pylint: disable=g-import-not-at-top
   shipped = pretrained.load()
