@@ -351,10 +351,12 @@ def photo() -> Config:
   mix), and the options that measured better at equal CPU time
   (docs/architecture.md, "Beyond the paper"): a generator with a push-pull
   prefill, three levels (a 16 x 16 bottleneck at 128 px, whose six
-  residual blocks already see the whole image) of 32-64 channels and a
-  256-channel bottleneck (7.7 M parameters; grown from 128 channels, which
-  it beat at equal CPU time, docs/training.md "Fifth sitting"); a three-scale U-Net restorer (32-64-128 channels, 1.0 M
-  parameters) trained at batch 8; the reconstruction stages on L1 with
+  residual blocks already see the whole image) of 32, 64 and 256 channels
+  (7.7 M parameters; the shipped generator grew to 256 from 128 channels,
+  which it beat on the centre hole and `joint` at equal CPU time,
+  docs/training.md "Fifth sitting"); a three-scale U-Net restorer
+  (32-64-128 channels, 1.0 M parameters) trained at batch 8; the
+  reconstruction stages on L1 with
   Adam and a cosine decay, the adversarial stages' main updates on Adam at
   the paper's rate. Dilated blocks (`generator.dilations`) made a step 3.2x
   slower under XLA on the CPU and are left out.

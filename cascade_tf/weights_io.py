@@ -162,7 +162,7 @@ def _path_tail(path: str) -> str:
   return path.split("/", 1)[1] if "/" in path else path
 
 
-def read_arrays(directory: str, name: str) -> tuple[dict, list[dict]]:
+def read_arrays(directory: str, name: str) -> tuple[dict, list[np.ndarray]]:
   """The manifest of `name` in `directory` and its arrays, in saved order, as stored.
 
   Raises:

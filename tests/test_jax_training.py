@@ -342,6 +342,15 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert run["images"] == 3 and np.isfinite(run["stages"][-1]["curve"][-1]["mse"])
   critic_manifest = json.loads((run_dir / "critic.json").read_text())
   assert critic_manifest["store_dtype"] == "float16" and critic_manifest["backend"] == "jax"
+  # --init_dir grows a network that has widened since (as train.py --init_from=pretrained).
+  grown = _run([ROOT / "scripts" / "train_jax.py", f"--bundle={bundle}",
+                f"--out_dir={tmp_path / 'grown'}", "--preset=tiny",
+                *(f"--set={k}={v}" for k, v in SMALL.items() if k != "loss.lambda_per"),
+                "--lambda_per=0", "--steps=1", "--stages=pretrain", f"--init_dir={run_dir}",
+                "--mask_family=mixed", "--set=train.pretrain_track=blind",
+                "--set=generator.bottleneck_filters=12"])
+  assert grown.returncode == 0, grown.stderr[-3000:]
+  assert f"generator: grown from {run_dir} by" in grown.stdout and "enc2_conv" in grown.stdout
 
   workdir = tmp_path / "workdir"
   proc = subprocess.run([sys.executable, "scripts/import_weights.py", f"--run_dir={run_dir}",
