@@ -199,7 +199,8 @@ def combine(generator_source: str, restorer_source: str, workdir: str) -> str:
   another run (`scripts/combine_cascade.py`).
 
   Raises:
-    ValueError: when `workdir` already has a checkpoint, or a source fails to load.
+    ValueError: when `workdir` already holds a workdir (config.json), or a source fails
+      to load.
   """
   if tf.io.gfile.exists(os.path.join(workdir, "config.json")):
     raise ValueError(f"--output={workdir} already holds a workdir (config.json); choose a new "
