@@ -46,6 +46,7 @@ def training_mask_family(mask_family: str, track: str) -> str:
 
 PAPER_STAGE_TRACKS = {"pretrain": "inpaint", "gan": "inpaint", "dd": "restore", "joint": "joint"}
 MASK_FAMILIES = ("centre", "box", "free_form", "mixed", "free")
+TRAIN_AUGMENTS = ("flip", "dihedral")  # data/augment.py
 SMALL_IMAGE_RULES = ("upscale", "skip")
 VGG_WEIGHTS_CHOICES = ("imagenet", "none")  # or a path to a local .h5 file
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
@@ -82,6 +83,9 @@ class DataConfig:
   noise_sigma_max: float = 0.05  # [0, 1] scale.
   small_image_rule: str = "upscale"  # upscale | skip, for images smaller than S.
   train_crop_min_fraction: float = 0.6  # Smallest random training crop, share of the short side.
+  # Symmetry put on each training crop (data/augment.py): flip (random left-right
+  # flip) | dihedral (any of the square's 8 flips and quarter turns). Beyond the paper.
+  train_augment: str = "flip"
   folder_test_fraction: float = 0.0  # Share of a folder held out as `test` (0: none).
   split_seed: int = 0  # Seed of the folder train/test split.
   extra_train_dirs: tuple[str, ...] = ()  # More image folders appended to `train`.
@@ -238,6 +242,13 @@ class TrainConfig:
   # measured faster, docs/benchmarks.md; off on GPUs, not yet measured) | on | off.
   jit_compile: str = "auto"
   val_images: int = 16  # Images in the fixed validation batch.
+  # More evaluation tracks every stage is validated on besides its own (TRACKS; e.g.
+  # "inpaint" for a blind stage validated on joint_free), logged, never stopping a stage.
+  val_tracks: tuple[str, ...] = ()
+  # With N > 0, each validation track is also scored on the first N *training*
+  # images (the protocol's crop and corruptions): the gap to the test score shows
+  # memorisation while training (training/validation.py).
+  val_train_images: int = 0
   # A stage ends early after `patience` validations in a row without a new best PSNR
   # of its final output (better by more than `min_improvement` dB); 0: never.
   patience: int = 0
@@ -358,7 +369,9 @@ def photo() -> Config:
   (32-64-128 channels, 1.0 M parameters) trained at batch 8; the
   reconstruction stages on L1 with
   Adam and a cosine decay, the adversarial stages' main updates on Adam at
-  the paper's rate. Dilated blocks (`generator.dilations`) made a step 3.2x
+  the paper's rate. Every stage is validated on the centre hole too, and on
+  16 training photos as well as the test photos (the centre hole overfits
+  the 400 photos, docs/training.md "Sixth sitting"). Dilated blocks (`generator.dilations`) made a step 3.2x
   slower under XLA on the CPU and are left out.
   """
   base = blind()
@@ -370,7 +383,8 @@ def photo() -> Config:
       restorer=dataclasses.replace(base.restorer, arch="unet"),
       loss=dataclasses.replace(base.loss, reconstruction="l1"),
       train=dataclasses.replace(base.train, optimizer="adam", lr_decay="cosine",
-                                pretrain_lr=5e-4, dd_lr=5e-4, dd_batch_size=8)))
+                                pretrain_lr=5e-4, dd_lr=5e-4, dd_batch_size=8,
+                                val_tracks=("inpaint",), val_train_images=16)))
 
 
 def tiny() -> Config:
@@ -509,6 +523,13 @@ def validate(config: Config) -> Config:
     raise ValueError(f"data.gaussian_blur_prob={d.gaussian_blur_prob}: must be in [0, 1].")
   if not 0.0 < d.train_crop_min_fraction <= 1.0:
     raise ValueError(f"data.train_crop_min_fraction={d.train_crop_min_fraction}: must be in (0, 1].")
+  for track in t.val_tracks:
+    if track not in TRACKS:
+      raise ValueError(f"train.val_tracks: {track!r} is not an evaluation track {TRACKS}.")
+  if t.val_train_images < 0:
+    raise ValueError(f"train.val_train_images={t.val_train_images}: must be >= 0.")
+  if d.train_augment not in TRAIN_AUGMENTS:
+    raise ValueError(f"data.train_augment={d.train_augment!r}: expected one of {TRAIN_AUGMENTS}.")
   if not 0.0 <= d.folder_test_fraction < 1.0:
     raise ValueError(f"data.folder_test_fraction={d.folder_test_fraction}: must be in [0, 1).")
   for name, value in (("generator.base_filters", g.base_filters), ("critic.base_filters", c.base_filters),

@@ -20,11 +20,13 @@ TensorFlow happens here, once:
   counted. Shrinking keeps the bundle small enough to travel (the BSDS300
   train + BSDS500 test images: 30 MB -> about 13 MB);
 * the validation batches (`--validation`, on by default): for every
-  validation track of the config's stages, the very batch train.py
-  validates on (`pipeline.validation_batch`: the first `train.val_images`
-  test images of `--dataset`, the protocol's crops and corruptions), saved
-  as `validation.npz` with `<track>.clean`, `<track>.corrupted` and
-  `<track>.mask`; the trainer scores its networks on them every
+  validation set of the config's stages (`training/validation.py`: each
+  stage's own track, `train.val_tracks`, and with `train.val_train_images`
+  the same tracks on training images), the very batch train.py validates
+  on (`pipeline.validation_batch`: the first `train.val_images` test images
+  of `--dataset`, the protocol's crops and corruptions), saved as
+  `validation.npz` with `<set>.clean`, `<set>.corrupted` and `<set>.mask`
+  (`<set>`: the track, or `<track>@train`); the trainer scores its networks on them every
   `--eval_every` steps, so a JAX run's validation curves are comparable with
   train.py's.
 
@@ -61,6 +63,7 @@ from cascade_tf.data import masks as masks_lib
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
 from cascade_tf.training import stages as stages_lib
+from cascade_tf.training import validation as validation_lib
 import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 _IMAGE_DIRS = flags.DEFINE_list("image_dirs", None, "Folders of training images.")
@@ -117,20 +120,22 @@ def mask_bank(data_cfg, count: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def validation_batches(cfg) -> dict[str, np.ndarray]:
-  """train.py's validation batch of every validation track of the config's stages.
+  """train.py's validation batches of every validation set of the config's stages.
 
-  {"<track>.clean", "<track>.corrupted", "<track>.mask"}: float32 NumPy
-  arrays from `pipeline.validation_batch` on the test split of
-  `cfg.data.dataset`.
+  {"<set>.clean", "<set>.corrupted", "<set>.mask"}: float32 NumPy arrays
+  from `pipeline.validation_batch`, one per set of `validation.all_sets`
+  (named by `validation.key`: the track, or `<track>@train` for the
+  training images of `train.val_train_images`).
   """
-  tracks = sorted({config_lib.validation_track(cfg.stage_track(stage))
-                   for stage in stages_lib.STAGES})
-  source = sources.load_source(cfg.data, "test")
-  arrays = {}
-  for track in tracks:
-    batch = pipeline.validation_batch(cfg.data, track, cfg.train.val_images, source=source)
+  arrays, sources_by_split = {}, {}
+  for track, split in validation_lib.all_sets(cfg, stages_lib.STAGES):
+    if split not in sources_by_split:
+      sources_by_split[split] = sources.load_source(cfg.data, split)
+    batch = pipeline.validation_batch(cfg.data, track, validation_lib.num_images(cfg, split),
+                                      source=sources_by_split[split], split=split)
     for name in ("clean", "corrupted", "mask"):
-      arrays[f"{track}.{name}"] = batch[name].numpy().astype(np.float32)
+      arrays[f"{validation_lib.key(track, split)}.{name}"] = (
+          batch[name].numpy().astype(np.float32))
   return arrays
 
 

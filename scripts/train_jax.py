@@ -21,7 +21,8 @@ What is the same as train.py: the stages (`pretrain`, `gan`, `dd`,
 with weight clipping, `n_critic` fresh batches per critic phase, the
 critic's fakes drawn from the generator in training mode, batch-norm
 statistics, and random square crops of 0.6-1x the short side, resized to S
-and flipped. What differs:
+and flipped (or put through any symmetry of the square: `data.train_augment`,
+`cascade_tf/data/augment.py`). What differs:
 
 * data comes from a bundle made by `scripts/prepare_jax_run.py` (images
   pre-shrunk to the largest crop scale; blur kernels and noise levels
@@ -41,7 +42,7 @@ and flipped. What differs:
   at every step, to keep the device busy;
 * validation (`--eval_every`, the config's `train.eval_every`) scores the
   bundle's stored batches (`validation.npz`: train.py's own validation
-  batch of each track, see prepare_jax_run.py) with the same
+  batch of each set of `training/validation.py`, see prepare_jax_run.py) with the same
   `stages.validation_scores`; no early stopping and no image summaries. A
   bundle made without them trains without validation (a line says so).
 
@@ -87,9 +88,11 @@ from PIL import Image
 from cascade_tf import cli
 from cascade_tf import config as config_lib
 from cascade_tf import weights_io
+from cascade_tf.data import augment as augment_lib
 from cascade_tf.training import jax_steps
 from cascade_tf.training import schedule
 from cascade_tf.training import stages as stages_lib
+from cascade_tf.training import validation as validation_lib
 
 STAGES = stages_lib.STAGES
 BANK_FILE = "corruption_bank.npz"
@@ -127,7 +130,7 @@ class CropSampler:
   """Batches of random square crops [B, S, S, 3] float32 in [0, 1], in a thread."""
 
   def __init__(self, image_dir: str, size: int, min_fraction: float, batch_size: int,
-               seed: int, threads: int, depth: int = 6):
+               seed: int, threads: int, depth: int = 6, augment: str = "flip"):
     self.images, self.skipped = [], []
     for name in sorted(os.listdir(image_dir)):
       path = os.path.join(image_dir, name)
@@ -147,6 +150,7 @@ class CropSampler:
     if not self.images:
       raise ValueError(f"--bundle: no readable image in {image_dir}.")
     self.size, self.min_fraction, self.batch_size = size, min_fraction, batch_size
+    self.num_transforms = augment_lib.num_transforms(augment)  # data.train_augment
     self.rng = np.random.default_rng(seed)
     self.pool = concurrent.futures.ThreadPoolExecutor(threads)
     self.queue: queue.Queue = queue.Queue(depth)
@@ -155,7 +159,7 @@ class CropSampler:
     self.thread.start()
 
   def _crop(self, args):
-    index, u_side, u_top, u_left, flip = args
+    index, u_side, u_top, u_left, transform = args
     image = self.images[index]
     short = min(image.size)
     low = min(short, max(self.size, math.ceil(self.min_fraction * short)))
@@ -165,13 +169,14 @@ class CropSampler:
     crop = image.resize((self.size, self.size), Image.Resampling.BILINEAR,
                         box=(left, top, left + side, top + side), reducing_gap=None)
     array = np.asarray(crop, np.float32) / 255.0
-    return array[:, ::-1] if flip else array
+    return augment_lib.dihedral_np(array, transform)
 
   def _fill(self):
     while not self.stopped.is_set():
       b = self.batch_size
       draws = zip(self.rng.integers(0, len(self.images), b), self.rng.random(b),
-                  self.rng.random(b), self.rng.random(b), self.rng.random(b) < 0.5)
+                  self.rng.random(b), self.rng.random(b),
+                  self.rng.integers(0, self.num_transforms, b))
       batch = np.stack(list(self.pool.map(self._crop, draws)))
       while not self.stopped.is_set():
         try:
@@ -221,15 +226,18 @@ def load_bank(bundle: str, data_cfg) -> tuple[dict, str]:
 
 
 def load_validation(bundle: str) -> dict[str, dict[str, np.ndarray]]:
-  """{track: {"clean", "corrupted", "mask"}} from the bundle's validation.npz ({} without one)."""
+  """{set: {"clean", "corrupted", "mask"}} from the bundle's validation.npz ({} without one).
+
+  A set is named by `validation.key`: its track, or `<track>@train`.
+  """
   path = os.path.join(bundle, VALIDATION_FILE)
   if not os.path.exists(path):
     return {}
   batches = {}
   with np.load(path) as data:
     for key in data.files:
-      track, name = key.rsplit(".", 1)
-      batches.setdefault(track, {})[name] = data[key]
+      name_of_set, name = key.rsplit(".", 1)
+      batches.setdefault(name_of_set, {})[name] = data[key]
   return batches
 
 
@@ -251,9 +259,9 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
               out_dir: str | None = None) -> dict:
   """Trains `stage` for its steps or `seconds`; writes the weights back into `models`.
 
-  `validation` is the bundle's {track: batch} (`load_validation`); the stage
-  is validated every `train.eval_every` steps and at its end when it holds
-  the stage's validation track. With `out_dir`, its metrics.jsonl is written.
+  `validation` is the bundle's {set: batch} (`load_validation`); the stage
+  is validated every `train.eval_every` steps and at its end, on each of
+  its `validation.sets` the bundle holds, when it holds the primary one. With `out_dir`, its metrics.jsonl is written.
   """
   spec = stages_lib.SPECS[stage]
   wired = stages_lib.build_stage(cfg, stage, global_batch_size=cfg.stage_batch_size(stage),
@@ -261,27 +269,34 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
   lr = cfg.stage_lr(stage)
   target = cfg.stage_steps(stage)
   track = cfg.stage_track(stage)
-  val_track = config_lib.validation_track(track)
-  val_batch = (validation or {}).get(val_track)
-  eval_every = cfg.train.eval_every if val_batch is not None else 0
-  if val_batch is None and cfg.train.eval_every > 0:
-    print(f"{stage}: no validation batch for track {val_track!r} in the bundle (remake it with "
+  val_sets = [vset for vset in validation_lib.sets(cfg, stage)
+              if validation_lib.key(*vset) in (validation or {})]
+  primary = validation_lib.sets(cfg, stage)[0]
+  eval_every = cfg.train.eval_every if primary in val_sets else 0
+  if primary not in val_sets and cfg.train.eval_every > 0:
+    print(f"{stage}: no validation batch for track {primary[0]!r} in the bundle (remake it with "
           "scripts/prepare_jax_run.py --validation): no validation", flush=True)
+  missing = [validation_lib.key(*vset) for vset in validation_lib.sets(cfg, stage)
+             if vset not in val_sets]
+  if eval_every and missing:
+    print(f"{stage}: the bundle has no validation batch for {', '.join(missing)} (remake it "
+          "with this config): validated without them", flush=True)
   log = MetricsLog(out_dir, stage) if out_dir else None
   sampler.set_batch_size(cfg.stage_batch_size(stage))
   validations, eval_seconds = [], 0.0
 
   def validate(step, values):
-    """Scores the current weights on the validation batch; returns the seconds it took."""
+    """Scores the current weights on the validation sets; returns the seconds it took."""
     began = time.perf_counter()
     jax_steps.write_back(wired, values)
-    scores, _ = stages_lib.validation_scores(wired, val_batch)
-    validations.append({"step": step, **scores})
-    if log:
-      log.write({"step": step, "val_track": val_track,
-                 **{f"val_{k}": v for k, v in scores.items()}})
-    print(f"{stage} step {step}: validation ({val_track}) "
-          + " ".join(f"{k}={v:.2f}" for k, v in scores.items()), flush=True)
+    for vset in val_sets:
+      scores, _ = stages_lib.validation_scores(wired, validation[validation_lib.key(*vset)])
+      if vset == primary:
+        validations.append({"step": step, **scores})
+      if log:
+        log.write(validation_lib.row(step, *vset, scores))
+      print(f"{stage} step {step}: validation {validation_lib.summary(*vset, scores)}",
+            flush=True)
     return time.perf_counter() - began
 
   def compiled(update):
@@ -425,7 +440,7 @@ def main(argv):
             f"{', '.join(grown)}", flush=True)
   sampler = CropSampler(os.path.join(_BUNDLE.value, "images"), cfg.data.image_size,
                         cfg.data.train_crop_min_fraction, cfg.train.batch_size, cfg.train.seed,
-                        _LOADER_THREADS.value)
+                        _LOADER_THREADS.value, augment=cfg.data.train_augment)
   devices = [str(d) for d in jax.devices()]
   print(f"JAX {jax.__version__}, Keras {keras.__version__}, devices {devices}; "
         f"{len(sampler.images)} images ({len(sampler.skipped)} skipped)", flush=True)

@@ -37,6 +37,10 @@ SMALL = {"loss.lambda_per": 0.0, "generator.num_levels": 2, "generator.num_res_b
          "restorer.num_encode": 2, "restorer.num_decode": 2, "critic.convs_per_group": "1,1"}
 
 
+# Validation on the centre hole besides each stage's own track, and on 2 training images.
+VAL_SETS = ["--set=train.val_tracks=inpaint", "--set=train.val_train_images=2"]
+
+
 def _tiny():
   return config_lib.with_overrides(config_lib.tiny(), SMALL)
 
@@ -280,8 +284,7 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   bundle = tmp_path / "bundle"
   proc = _run([ROOT / "scripts" / "prepare_jax_run.py", "--preset=tiny", f"--image_dirs={images}",
                "--kernels=16", "--mask_family=mixed", "--masks=8", f"--out_dir={bundle}",
-               "--set=train.joint_track=blind"],
-              )
+               "--set=train.joint_track=blind", *VAL_SETS])
   assert proc.returncode == 0, proc.stderr[-3000:]
   info = json.loads((bundle / "bundle.json").read_text())
   assert (info["images"], info["skipped"]) == (3, 1)
@@ -304,14 +307,18 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert sigmas[3] == draw["noise_sigma"].numpy()
   with Image.open(next((bundle / "images").glob("*astronaut*"))) as packed:
     assert min(packed.size) == 54  # ceil(32 / 0.6): the largest crop scale, no larger.
-  # train.py's validation batch of every validation track of the tiny preset's stages.
+  # train.py's validation batch of every validation set of the tiny preset's stages: each
+  # stage's track and train.val_tracks, on the test images and on 2 training images.
   tiny_mixed = config_lib.with_overrides(config_lib.tiny(), {"data.mask_family": "mixed"})
-  assert info["validation"] == {"dataset": "samples",
-                                "images": {"inpaint": 4, "joint_free": 4, "restore": 4}}
+  assert info["validation"] == {"dataset": "samples", "images": {
+      "inpaint": 4, "joint_free": 4, "restore": 4,
+      "inpaint@train": 2, "joint_free@train": 2, "restore@train": 2}}
   with np.load(bundle / "validation.npz") as stored:
     expected = pipeline.validation_batch(tiny_mixed.data, "joint_free", 4)
     for name in ("clean", "corrupted", "mask"):
       np.testing.assert_array_equal(stored[f"joint_free.{name}"], expected[name].numpy())
+    expected = pipeline.validation_batch(tiny_mixed.data, "joint_free", 2, split="train")
+    np.testing.assert_array_equal(stored["joint_free@train.clean"], expected["clean"].numpy())
     joint_batch = {name: stored[f"joint_free.{name}"] for name in ("clean", "corrupted", "mask")}
 
   run_dir = tmp_path / "run"
@@ -328,7 +335,8 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   proc = _run([*common, "--lambda_per=0", "--steps=3", "--stages=dd,joint", "--from_scratch",
                "--store_dtype=critic=float16", "--log_every=1", "--mask_family=mixed",
                "--set=train.dd_track=blind_restore", "--set=train.joint_track=blind",
-               "--set=train.dd_batch_size=2", "--set=train.dd_images=6", "--eval_every=2"])
+               "--set=train.dd_batch_size=2", "--set=train.dd_images=6", "--eval_every=2",
+               *VAL_SETS])
   assert proc.returncode == 0, proc.stderr[-3000:]
   run = json.loads((run_dir / "run.json").read_text())
   # Validated at step 2 (eval_every) and at the last step, on the validation track of each
@@ -367,8 +375,10 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   # The run's metrics.jsonl files came along: the JAX validation, in train.py's format.
   curves = report.load_metrics(str(workdir))
   assert [r["step"] for r in curves["dd"]["train"]] == [2, 3]  # (Step 1 is the compile.)
-  assert [r["val_track"] for r in curves["dd"]["val"]] == ["restore", "restore"]
-  assert [r["val_track"] for r in curves["joint"]["val"]] == ["joint_free", "joint_free"]
+  dd_sets = [("restore", "test"), ("inpaint", "test"), ("restore", "train"), ("inpaint", "train")]
+  assert [(r["val_track"], r["val_split"]) for r in curves["dd"]["val"]] == dd_sets * 2
+  joint_val = report.primary_rows(curves["joint"]["val"])
+  assert [r["val_track"] for r in joint_val] == ["joint_free", "joint_free"]
   # ... and the last one scored the weights it ended with: TensorFlow's validation of the
   # imported networks on the same batch agrees.
   joint_stage = stages_lib.build_stage(cfg, "joint", global_batch_size=4, nets={
@@ -376,7 +386,7 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
       **stages_lib.build_networks(cfg, ["critic"])})
   scores, _ = stages_lib.validation_scores(joint_stage, joint_batch)
   for name, value in scores.items():
-    assert curves["joint"]["val"][-1][f"val_{name}"] == pytest.approx(value, abs=0.01), name
+    assert joint_val[-1][f"val_{name}"] == pytest.approx(value, abs=0.01), name
   [generator] = stages_lib.build_networks(cfg, ["generator"]).values()
   weights_io.load_weights(generator, str(run_dir), "generator")
   for a, b in zip(_weights(generator), _weights(loaded.generator)):
@@ -390,3 +400,27 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
           loop.latest_checkpoint(str(workdir), "joint")).assert_existing_objects_matched()
   with pytest.raises(FileNotFoundError, match="run.json"):
     imported.import_run(str(tmp_path), str(tmp_path / "other"))
+
+
+def test_jax_crop_sampler_draws_the_configs_symmetries(tmp_path):
+  """scripts/train_jax.py's host sampler puts crops through data.train_augment's transforms."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = np.random.default_rng(3).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+  Image.fromarray(image).save(tmp_path / "a.png")
+  code = (
+      "import sys, numpy as np; sys.path.insert(0, 'scripts'); import train_jax\n"
+      f"for mode in ('flip', 'dihedral'):\n"
+      f"  s = train_jax.CropSampler({str(tmp_path)!r}, 24, 1.0, 64, 0, 1, augment=mode)\n"
+      f"  np.save({str(tmp_path)!r} + '/' + mode + '.npy', s.next()); s.close()\n")
+  proc = _run(["-c", code])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  window = image.astype(np.float32) / 255
+  from cascade_tf.data import augment  # pylint: disable=g-import-not-at-top
+  candidates = [augment.dihedral_np(window, k) for k in range(8)]
+  for mode, reachable in (("flip", 2), ("dihedral", 8)):
+    seen = set()
+    for crop in np.load(tmp_path / f"{mode}.npy"):
+      errors = [np.abs(c - crop).max() for c in candidates]
+      seen.add(int(np.argmin(errors)))
+      assert min(errors) < 1e-6
+    assert seen == set(range(reachable)), mode

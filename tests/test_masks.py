@@ -187,15 +187,59 @@ def test_composite_keeps_the_input_outside_the_hole_exactly():
     cascade_lib.forward(x, nets["generator"])
 
 
+def test_validation_sets_per_stage_and_their_flags():
+  from cascade_tf.training import validation  # pylint: disable=g-import-not-at-top
+  cfg = _mask_cfg(**{"train.val_tracks": "inpaint,joint_free,inpaint"})
+  # The stage's own track first, no track twice, no training images unless asked.
+  assert validation.sets(cfg, "gan") == [("joint_free", "test"), ("inpaint", "test")]
+  assert validation.sets(cfg, "dd") == [("restore", "test"), ("inpaint", "test"),
+                                        ("joint_free", "test")]
+  both = config_lib.with_overrides(cfg, {"train.val_train_images": 3})
+  assert validation.sets(both, "gan")[2:] == [("joint_free", "train"), ("inpaint", "train")]
+  assert [validation.key(*s) for s in validation.sets(both, "gan")] == [
+      "joint_free", "inpaint", "joint_free@train", "inpaint@train"]
+  assert validation.parse_key("inpaint@train") == ("inpaint", "train")
+  assert validation.num_images(both, "train") == 3 and validation.num_images(both, "test") == 4
+  assert validation.row_set({"val_track": "restore"}) == ("restore", "test")  # Older rows.
+  with pytest.raises(ValueError, match="train.val_tracks: 'blind'"):
+    config_lib.with_overrides(cfg, {"train.val_tracks": "blind"})
+  with pytest.raises(ValueError, match="train.val_train_images=-1"):
+    config_lib.with_overrides(cfg, {"train.val_train_images": -1})
+  # The shipped model's preset watches the centre hole and the training photos.
+  photo = config_lib.photo()
+  assert validation.sets(photo, "pretrain") == [
+      ("joint_free", "test"), ("inpaint", "test"), ("joint_free", "train"), ("inpaint", "train")]
+
+
 def test_a_mask_channel_model_trains_on_the_blind_mix_checkpoints_and_repairs(tmp_path):
   from cascade_tf import inference  # pylint: disable=g-import-not-at-top
   from cascade_tf.training import loop  # pylint: disable=g-import-not-at-top
-  cfg = _mask_cfg()
+  from cascade_tf.training import report  # pylint: disable=g-import-not-at-top
+  # Validated on the centre hole too, and on 2 training images as well as the test images.
+  cfg = _mask_cfg(**{"train.val_tracks": "inpaint,joint_free", "train.val_train_images": 2})
   [result] = loop.train(cfg, "gan", str(tmp_path), init_from="scratch")
   assert result.step == 2
   assert set(result.last_losses) >= {"mse", "adversarial", "critic_loss"}
-  metrics_rows = (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()
-  assert '"val_track": "joint_free"' in metrics_rows[-1]  # Validated on damage of any shape.
+  val = report.load_metrics(str(tmp_path))["gan"]["val"]
+  # The stage's own track first (damage of any shape), each set once per validation.
+  assert [(r["step"], r["val_track"], r["val_split"]) for r in val] == [
+      (2, "joint_free", "test"), (2, "inpaint", "test"), (2, "joint_free", "train"),
+      (2, "inpaint", "train")]
+  assert result.validation == {k[4:]: v for k, v in val[0].items() if k.startswith("val_psnr")}
+  # The training-image rows score the first 2 images of the training split.
+  from cascade_tf import losses  # pylint: disable=g-import-not-at-top
+  from cascade_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  train_batch = pipeline.validation_batch(cfg.data, "joint_free", 2, split="train")
+  identity = float(np.mean(losses.psnr(train_batch["clean"], train_batch["corrupted"])))
+  assert val[2]["val_psnr_identity"] == pytest.approx(identity, abs=1e-4)
+  drawn = report.plot_curves(str(tmp_path), str(tmp_path / "curves.png"))
+  assert set(drawn["gan"]["validation"]) == {
+      f"{output}{suffix}" for output in ("identity", "inpainted")
+      for suffix in ("", "@inpaint", "@joint_free@train", "@inpaint@train")}
+  table = report.validation_table(str(tmp_path))
+  assert "| gan | joint_free | 2 | inpainted |" in table
+  assert (f"| gan | inpaint (train images) | 2 | inpainted | "
+          f"{val[3]['val_psnr_inpainted']:.2f} (step 2) |") in table
   loaded = inference.load_workdir_cascade(str(tmp_path), allow_random_restorer=True)
   assert loaded.generator.input_shape[-1] == 4
   assert loaded.weights_from["generator"].endswith("gan/checkpoints/ckpt-2")

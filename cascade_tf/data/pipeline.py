@@ -3,7 +3,7 @@
 `make_dataset` is the one entry point. For training:
 
     decode (source) -> cache -> shuffle -> repeat -> random square crop,
-    resized to S -> random horizontal flip -> batch -> corrupt -> prefetch
+    resized to S -> random flip (or any symmetry: `train_augment`) -> batch -> corrupt -> prefetch
 
 and for evaluation (PROTOCOL.md):
 
@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from cascade_tf import config as config_lib
 from cascade_tf.config import DataConfig, TRACKS, TRAIN_TRACKS
+from cascade_tf.data import augment as augment_lib
 from cascade_tf.data import corruptions
 from cascade_tf.data import sources as sources_lib
 
@@ -88,8 +89,8 @@ def central_square(image, size):
   return resize_square(square, size)
 
 
-def random_square(image, size, seed, min_fraction):
-  """A random square crop resized to [size, size], flipped left-right at random.
+def random_square(image, size, seed, min_fraction, augment="flip"):
+  """A random square crop resized to [size, size], then a random symmetry.
 
   The crop's side is drawn uniformly between max(size, min_fraction *
   short side) and the short side, so training sees the image at about the
@@ -101,7 +102,10 @@ def random_square(image, size, seed, min_fraction):
     size: output side S in px.
     seed: int [2] stateless seed.
     min_fraction: smallest crop side as a fraction of the short side.
+    augment: `flip` (a random left-right flip) or `dihedral` (one of the
+      square's eight symmetries), `data/augment.py`.
   """
+  count = augment_lib.num_transforms(augment)
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=4)
   shape = tf.shape(image)
   short = tf.minimum(shape[0], shape[1])
@@ -114,7 +118,10 @@ def random_square(image, size, seed, min_fraction):
                                      dtype=tf.int32)
   square = image[top:top + side, left:left + side]
   resized = resize_square(square, size)
-  return tf.image.stateless_random_flip_left_right(resized, seeds[3])
+  if augment == "flip":  # The stream train.py has always drawn.
+    return tf.image.stateless_random_flip_left_right(resized, seeds[3])
+  k = tf.random.stateless_uniform([], seeds[3], minval=0, maxval=count, dtype=tf.int32)
+  return augment_lib.dihedral_tf(resized, k)
 
 
 def _apply_small_image_rule(dataset, cfg: DataConfig, split):
@@ -200,7 +207,8 @@ def make_dataset(cfg: DataConfig,
             tf.stack([tf.constant(seed, tf.int64), k]), 2))
     dataset = tf.data.Dataset.zip((dataset, per_image))
     dataset = dataset.map(
-        lambda e, s: {"clean": random_square(e["image"], size, s[0], cfg.train_crop_min_fraction),
+        lambda e, s: {"clean": random_square(e["image"], size, s[0], cfg.train_crop_min_fraction,
+                                       cfg.train_augment),
                       "seed": s[1]},
         num_parallel_calls=AUTOTUNE)
   else:
@@ -232,17 +240,19 @@ def make_dataset(cfg: DataConfig,
 
 
 def validation_batch(cfg: DataConfig, track: str, num_images: int,
-                     source: sources_lib.ImageSource | None = None) -> dict:
-  """The trainers' fixed validation batch: the first `num_images` test images on `track`.
+                     source: sources_lib.ImageSource | None = None, split: str = "test") -> dict:
+  """The trainers' fixed validation batch: the first `num_images` images of `split` on `track`.
 
-  `track` is an evaluation track (`config.validation_track` of a stage's
-  training track); the images, crops and corruptions are the protocol's
-  (`make_dataset(..., training=False)`), so every validation of a run, and
-  of every run on the same data, scores the same batch. train.py builds it
-  per stage; scripts/prepare_jax_run.py stores it in the JAX trainer's bundle.
+  `track` is an evaluation track (`training/validation.py` names a stage's
+  sets: its own `config.validation_track`, `train.val_tracks`, on the test
+  split and optionally the training images); the images, crops and
+  corruptions are the protocol's (`make_dataset(..., training=False)`), so
+  every validation of a run, and of every run on the same data, scores the
+  same batch. train.py builds them per stage; scripts/prepare_jax_run.py
+  stores them in the JAX trainer's bundle.
   Returns the batch's dict of tensors (fewer images if the split has fewer).
   """
-  return next(iter(make_dataset(cfg, split="test", track=track, batch_size=num_images,
+  return next(iter(make_dataset(cfg, split=split, track=track, batch_size=num_images,
                                 training=False, source=source, max_images=num_images)))
 
 

@@ -12,7 +12,7 @@
 * runs a plain Python loop over the global step: `n_critic` critic updates
   then one generator (or restorer, or joint) update per step; writes
   TensorBoard scalars (`stage/term`) and a `metrics.jsonl` line every
-  `log_every` steps, validation PSNR and image summaries every
+  `log_every` steps, validation PSNR (on `validation.sets`) and image summaries every
   `eval_every` steps, and a checkpoint every `checkpoint_every` steps and
   at the end;
 * reads the losses back from the device only when something is due
@@ -72,6 +72,7 @@ from cascade_tf.models import perceptual
 from cascade_tf.training import schedule
 from cascade_tf.training import stages as stages_lib
 from cascade_tf.training import steps as steps_lib
+from cascade_tf.training import validation as validation_lib
 
 SCRATCH = "scratch"  # --init_from value: train every network from random weights.
 
@@ -540,13 +541,17 @@ def train_stage(cfg: config_lib.Config,
     train_source = source_train or sources.load_source(cfg.data, "train")
     test_source = source_test or sources.load_source(cfg.data, "test")
     track = cfg.stage_track(stage)
-    val_track = config_lib.validation_track(track)
+    val_sets = validation_lib.sets(cfg, stage)
     dataset = pipeline.make_dataset(cfg.data, split="train", track=track,
                                     batch_size=global_batch, training=True, seed=t.seed,
                                     source=train_source,
                                     start_index=int(batches_var.numpy()) * global_batch)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    val_batch = pipeline.validation_batch(cfg.data, val_track, t.val_images, source=test_source)
+    val_batches = {
+        (vtrack, split): pipeline.validation_batch(
+            cfg.data, vtrack, validation_lib.num_images(cfg, split), split=split,
+            source=test_source if split == "test" else train_source)
+        for vtrack, split in val_sets}
 
     jit = runtime.resolve_jit_compile(t.jit_compile, strategy)
     wired = stages_lib.build_stage(cfg, stage, global_batch_size=global_batch, nets=nets, vgg=vgg)
@@ -559,7 +564,8 @@ def train_stage(cfg: config_lib.Config,
 
     logging.info("Stage %s: steps %d -> %d, global batch %d on %d replica(s), lr %g, track %s "
                  "(validation: %s), XLA %s.", stage, step, target, global_batch,
-                 strategy.num_replicas_in_sync, lr, track, val_track, "on" if jit else "off")
+                 strategy.num_replicas_in_sync, lr, track,
+                 ", ".join(validation_lib.key(*s) for s in val_sets), "on" if jit else "off")
     progress = _Progress(stage, step, target, t.log_every)
     values: dict[str, float] = {}
     validation: dict[str, float] = {}
@@ -605,21 +611,28 @@ def train_stage(cfg: config_lib.Config,
             with tf.io.gfile.GFile(metrics_path, "a") as f:
               f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
         if eval_due:
-          validation, outputs = stages_lib.validation_scores(wired, val_batch)
-          with summary_writer.as_default(step=step):
-            for name, value in validation.items():
-              tf.summary.scalar(f"{stage}/val_{name}", value)
-            tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
-            tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
-            for name, images in outputs.items():
-              tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0),
-                               max_outputs=4)
-          if chief:
-            with tf.io.gfile.GFile(metrics_path, "a") as f:
-              f.write(json.dumps({"step": step, "time": time.time(), "val_track": val_track,
-                                  **{f"val_{k}": v for k, v in validation.items()}}) + "\n")
-          logging.info("Stage %s step %d: validation %s", stage, step,
-                       " ".join(f"{k}={v:.2f}" for k, v in validation.items()))
+          for vset in val_sets:
+            scores, outputs = stages_lib.validation_scores(wired, val_batches[vset])
+            primary = vset == val_sets[0]
+            prefix = f"{stage}/val_" if primary else f"{stage}/val_{validation_lib.key(*vset)}/"
+            with summary_writer.as_default(step=step):
+              for name, value in scores.items():
+                tf.summary.scalar(prefix + name, value)
+              if primary:
+                val_batch = val_batches[vset]
+                tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
+                tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
+                for name, images in outputs.items():
+                  tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0),
+                                   max_outputs=4)
+            if chief:
+              with tf.io.gfile.GFile(metrics_path, "a") as f:
+                f.write(json.dumps({**validation_lib.row(step, *vset, scores),
+                                    "time": time.time()}) + "\n")
+            logging.info("Stage %s step %d: validation %s", stage, step,
+                         validation_lib.summary(*vset, scores))
+            if primary:
+              validation = scores
           if early_stop.update(step, validation[f"psnr_{spec.outputs[-1]}"]):
             ended_early = checkpoint_due = True
             logging.info("Stage %s ends early at step %d: its validation PSNR has not gained "

@@ -2,9 +2,10 @@
 
 `load_metrics(workdir)` returns, per stage, the logged training rows and
 the validation rows; `plot_curves` draws every stage's loss terms and its
-validation PSNR against the corrupted input's (`identity`) into one PNG;
-`validation_table` gives the last validation row of each stage as
-Markdown. `plot_runs` draws several runs' validation PSNR against the
+validation PSNR against the corrupted input's (`identity`) into one PNG,
+each validation set (`training/validation.py`: a track on the test or the
+training images) in its own line style; `validation_table` gives the first
+and last validation of each stage and set as Markdown. `plot_runs` draws several runs' validation PSNR against the
 training images each has seen, and `plateau_table` says from what it drew
 whether each stage's curve had flattened.
 """
@@ -21,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from cascade_tf.training import stages as stages_lib
+from cascade_tf.training import validation as validation_lib
 
 _LOSS_TERMS = ("mse", "l1", "perceptual", "adversarial", "mse_intermediate", "critic_loss",
                "wasserstein", "gradient_penalty")
@@ -45,12 +47,28 @@ def load_metrics(workdir: str) -> dict[str, dict[str, list[dict]]]:
   return out
 
 
+def validation_sets(val: list[dict]) -> dict[tuple[str, str], list[dict]]:
+  """A stage's validation rows by (track, split), the primary set (logged first) first."""
+  out: dict[tuple[str, str], list[dict]] = {}
+  for row in val:
+    out.setdefault(validation_lib.row_set(row), []).append(row)
+  return out
+
+
+def primary_rows(val: list[dict]) -> list[dict]:
+  """The rows of a stage's primary validation set (its own track on the test images)."""
+  by_set = validation_sets(val)
+  return next(iter(by_set.values())) if by_set else []
+
+
 def plot_curves(workdir: str, output_png: str) -> dict[str, dict[str, dict[str, list]]]:
   """Loss terms (top row) and validation PSNR (bottom row), one column per stage.
 
   Returns what was drawn: {stage: {"losses": {term: [(step, value)]},
-  "validation": {output: [(step, PSNR dB)]}}}; a loss term that is zero at
-  every logged step (a disabled term) is not drawn.
+  "validation": {output: [(step, PSNR dB)]}}}: the primary set's outputs by
+  name, another set's as `<output>@<set>` (`validation.key`: e.g.
+  `inpainted@inpaint`, `inpainted@joint_free@train`); a loss term that is
+  zero at every logged step (a disabled term) is not drawn.
   """
   metrics = load_metrics(workdir)
   drawn = {}
@@ -77,13 +95,17 @@ def plot_curves(workdir: str, output_png: str) -> dict[str, dict[str, dict[str, 
     ax.set_yscale("symlog", linthresh=1e-4)
     ax.legend(fontsize=7)
     ax = axes[1][col]
-    keys = sorted({k for r in val for k in r if k.startswith("val_psnr")})
-    for key in keys:
-      points = [(r["step"], r[key]) for r in val if key in r]
-      steps, values = zip(*points)
-      ax.plot(steps, values, marker=".", linestyle="--" if key.endswith("identity") else "-",
-              label=key.replace("val_psnr_", ""))
-      drawn[stage]["validation"][key.replace("val_psnr_", "")] = points
+    styles = ("-", "-.", ":", (0, (5, 1)), (0, (1, 3)), (0, (3, 1, 1, 1)))
+    for index, (vset, rows) in enumerate(validation_sets(val).items()):
+      suffix = "" if index == 0 else "@" + validation_lib.key(*vset)
+      for key in sorted({k for r in rows for k in r if k.startswith("val_psnr")}):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        steps, values = zip(*points)
+        name = key.replace("val_psnr_", "") + suffix
+        ax.plot(steps, values, marker=".",
+                linestyle="--" if key.endswith("identity") else styles[index % len(styles)],
+                label=name if index == 0 else f"{name.split('@')[0]} ({validation_lib.key(*vset)})")
+        drawn[stage]["validation"][name] = points
     ax.set_title(f"{stage}: validation PSNR (dB)")
     ax.set_xlabel("step")
     ax.legend(fontsize=7)
@@ -99,15 +121,14 @@ def validation_table(workdir: str) -> str:
   lines = ["| stage | track | steps | output | first val PSNR (dB) | last val PSNR (dB) | "
            "identity PSNR (dB) |", "|---|---|---|---|---|---|---|"]
   for stage, rows in load_metrics(workdir).items():
-    val = rows["val"]
-    if not val:
-      continue
-    first, last = val[0], val[-1]
-    for key in sorted(k for k in last if k.startswith("val_psnr_") and k != "val_psnr_identity"):
-      track = last.get("val_track", stages_lib.SPECS[stage].track)
-      lines.append(f"| {stage} | {track} | {last['step']} | "
-                   f"{key.replace('val_psnr_', '')} | {first[key]:.2f} (step {first['step']}) | "
-                   f"{last[key]:.2f} | {last['val_psnr_identity']:.2f} |")
+    for (track, split), val in validation_sets(rows["val"]).items():
+      first, last = val[0], val[-1]
+      track = track or stages_lib.SPECS[stage].track
+      name = track if split == "test" else f"{track} ({split} images)"
+      for key in sorted(k for k in last if k.startswith("val_psnr_") and k != "val_psnr_identity"):
+        lines.append(f"| {stage} | {name} | {last['step']} | "
+                     f"{key.replace('val_psnr_', '')} | {first[key]:.2f} (step {first['step']}) | "
+                     f"{last[key]:.2f} | {last['val_psnr_identity']:.2f} |")
   return "\n".join(lines)
 
 
@@ -155,7 +176,8 @@ def _stage_batch_sizes(workdir: str) -> dict[str, int]:
 def plot_runs(runs: dict[str, str], output_png: str, title: str = "") -> dict:
   """Validation PSNR of several runs against the training images they have seen.
 
-  One panel per validation track; each run is one colour, its stages one
+  One panel per validation track (each stage's primary set,
+  `validation.sets`); each run is one colour, its stages one
   line each (solid: the final output; dotted: the generator's output
   before the restorer). The x axis counts the images of the main updates
   (the critic's batches are not counted), each stage starting where the
@@ -178,7 +200,7 @@ def plot_runs(runs: dict[str, str], output_png: str, title: str = "") -> dict:
     for stage in stages_lib.STAGES:  # The order a run trains them in.
       if stage not in metrics:
         continue
-      val, train = metrics[stage]["val"], metrics[stage]["train"]
+      val, train = primary_rows(metrics[stage]["val"]), metrics[stage]["train"]
       track = next((r["val_track"] for r in val if "val_track" in r), stages_lib.SPECS[stage].track)
       tracks += [track] if track not in tracks else []
       entry = {"track": track, "offset": offset, "validation": {}}

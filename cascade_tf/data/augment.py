@@ -1,0 +1,43 @@
+"""The symmetries a training crop may be put through (`DataConfig.train_augment`).
+
+A transform is an index k: bit 0 flips the image left-right, k >> 1 turns it
+that many quarter turns counter-clockwise after the flip. `flip` draws k in
+{0, 1} (the paper-era default: a random left-right flip); `dihedral` draws k
+in [0, 8), all eight symmetries of the square (flips, transposes and quarter
+turns), so a photo's content reaches the centre hole in eight orientations.
+The two trainers share this definition: `dihedral_tf` for train.py's
+tf.data pipeline, `dihedral_np` for scripts/train_jax.py's host sampler
+(tests/test_augment.py checks that they agree on every k). TensorFlow is
+imported only by `dihedral_tf`: the JAX trainer runs where it is not installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cascade_tf.config import TRAIN_AUGMENTS
+
+# Transforms each mode draws from (k in [0, n)), for each of config.TRAIN_AUGMENTS.
+NUM_TRANSFORMS = {"flip": 2, "dihedral": 8}
+assert tuple(NUM_TRANSFORMS) == TRAIN_AUGMENTS
+
+
+def num_transforms(augment: str) -> int:
+  """How many transforms `augment` draws from; ValueError naming the choices otherwise."""
+  if augment not in NUM_TRANSFORMS:
+    raise ValueError(f"data.train_augment={augment!r}: expected one of {TRAIN_AUGMENTS}.")
+  return NUM_TRANSFORMS[augment]
+
+
+def dihedral_tf(image, k):
+  """Transform k of a square [S, S, C] tensor (k an int32 scalar tensor in [0, 8))."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  k = tf.convert_to_tensor(k, tf.int32)
+  flipped = tf.cond(k % 2 == 1, lambda: tf.reverse(image, axis=[1]), lambda: image)
+  return tf.image.rot90(flipped, k // 2)
+
+
+def dihedral_np(array: np.ndarray, k: int) -> np.ndarray:
+  """Transform k of a square [S, S, C] array, as `dihedral_tf`."""
+  flipped = array[:, ::-1] if k % 2 == 1 else array
+  return np.rot90(flipped, k // 2, axes=(0, 1))
