@@ -64,8 +64,12 @@ def _fake_run(path, stages):
   for stage, (track, outputs) in stages.items():
     (path / stage).mkdir()
     rows = [{"step": 5, "mse": 0.1}, {"step": 10, "mse": 0.05}]
-    rows += [{"step": step, "val_track": track, "val_psnr_identity": 18.0,
-              **{f"val_psnr_{o}": 18.0 + step / 10 for o in outputs}} for step in (5, 10)]
+    for step in (5, 10):
+      rows += [{"step": step, "val_track": track, "val_psnr_identity": 18.0,
+                **{f"val_psnr_{o}": 18.0 + step / 10 for o in outputs}}]
+      # Another validation set (train.val_tracks on training photos): not a panel of its own.
+      rows += [{"step": step, "val_track": "inpaint", "val_split": "train",
+                "val_psnr_identity": 30.0, **{f"val_psnr_{o}": 40.0 for o in outputs}}]
     (path / stage / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
   return str(path)
 
@@ -86,6 +90,7 @@ def test_curves_put_every_run_on_one_axis_of_images_seen(tmp_path):
   assert intact["joint"]["offset"] == 40
   assert intact["joint"]["validation"]["restored"] == [(50, 18.5), (60, 19.0)]
   assert drawn["no_pretrain_s0"]["joint"]["validation"]["restored"] == [(10, 18.5), (20, 19.0)]
+  assert [entry["track"] for entry in intact.values()] == ["inpaint", "joint"]
   with pytest.raises(ValueError, match="has no"):  # Not a workdir.
     report.plot_runs({"x": str(tmp_path)}, str(tmp_path / "x.png"))
 
