@@ -371,8 +371,9 @@ def photo() -> Config:
   Adam and a cosine decay, the adversarial stages' main updates on Adam at
   the paper's rate. Every stage is validated on the centre hole too, and on
   16 training photos as well as the test photos (the centre hole overfits
-  the 400 photos, docs/training.md "Sixth sitting"). Dilated blocks (`generator.dilations`) made a step 3.2x
-  slower under XLA on the CPU and are left out.
+  the 400 photos, docs/training.md "Sixth sitting"). Dilated blocks
+  (`generator.dilations`) made a step 3.2x slower under XLA on the CPU and
+  are left out.
   """
   base = blind()
   return validate(dataclasses.replace(

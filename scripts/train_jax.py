@@ -261,7 +261,8 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
 
   `validation` is the bundle's {set: batch} (`load_validation`); the stage
   is validated every `train.eval_every` steps and at its end, on each of
-  its `validation.sets` the bundle holds, when it holds the primary one. With `out_dir`, its metrics.jsonl is written.
+  its `validation.sets` the bundle holds, when it holds the primary one.
+  With `out_dir`, its metrics.jsonl is written.
   """
   spec = stages_lib.SPECS[stage]
   wired = stages_lib.build_stage(cfg, stage, global_batch_size=cfg.stage_batch_size(stage),

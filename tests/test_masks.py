@@ -198,7 +198,6 @@ def test_validation_sets_per_stage_and_their_flags():
   assert validation.sets(both, "gan")[2:] == [("joint_free", "train"), ("inpaint", "train")]
   assert [validation.key(*s) for s in validation.sets(both, "gan")] == [
       "joint_free", "inpaint", "joint_free@train", "inpaint@train"]
-  assert validation.parse_key("inpaint@train") == ("inpaint", "train")
   assert validation.num_images(both, "train") == 3 and validation.num_images(both, "test") == 4
   assert validation.row_set({"val_track": "restore"}) == ("restore", "test")  # Older rows.
   with pytest.raises(ValueError, match="train.val_tracks: 'blind'"):

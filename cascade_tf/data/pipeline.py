@@ -208,7 +208,7 @@ def make_dataset(cfg: DataConfig,
     dataset = tf.data.Dataset.zip((dataset, per_image))
     dataset = dataset.map(
         lambda e, s: {"clean": random_square(e["image"], size, s[0], cfg.train_crop_min_fraction,
-                                       cfg.train_augment),
+                                             cfg.train_augment),
                       "seed": s[1]},
         num_parallel_calls=AUTOTUNE)
   else:

@@ -12,9 +12,9 @@
 * runs a plain Python loop over the global step: `n_critic` critic updates
   then one generator (or restorer, or joint) update per step; writes
   TensorBoard scalars (`stage/term`) and a `metrics.jsonl` line every
-  `log_every` steps, validation PSNR (on `validation.sets`) and image summaries every
-  `eval_every` steps, and a checkpoint every `checkpoint_every` steps and
-  at the end;
+  `log_every` steps, validation PSNR (on each of `validation.sets`) and
+  image summaries every `eval_every` steps, and a checkpoint every
+  `checkpoint_every` steps and at the end;
 * reads the losses back from the device only when something is due
   (logging, validation, a checkpoint: `schedule.is_due`), so the host
   never waits for the device in between;

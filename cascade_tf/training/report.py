@@ -5,9 +5,10 @@ the validation rows; `plot_curves` draws every stage's loss terms and its
 validation PSNR against the corrupted input's (`identity`) into one PNG,
 each validation set (`training/validation.py`: a track on the test or the
 training images) in its own line style; `validation_table` gives the first
-and last validation of each stage and set as Markdown. `plot_runs` draws several runs' validation PSNR against the
-training images each has seen, and `plateau_table` says from what it drew
-whether each stage's curve had flattened.
+and last validation of each stage and set as Markdown. `plot_runs` draws
+several runs' validation PSNR against the training images each has seen,
+and `plateau_table` says from what it drew whether each stage's curve had
+flattened.
 """
 
 from __future__ import annotations

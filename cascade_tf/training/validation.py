@@ -53,12 +53,6 @@ def key(track: str, split: str) -> str:
   return track if split == "test" else f"{track}@{split}"
 
 
-def parse_key(name: str) -> tuple[str, str]:
-  """The (track, split) of `key`'s name."""
-  track, _, split = name.partition("@")
-  return track, split or "test"
-
-
 def row(step: int, track: str, split: str, scores: dict[str, float]) -> dict:
   """The metrics.jsonl row of one set's validation (without its time)."""
   return {"step": step, "val_track": track, "val_split": split,
