@@ -204,8 +204,10 @@ def test_validation_sets_per_stage_and_their_flags():
     config_lib.with_overrides(cfg, {"train.val_tracks": "blind"})
   with pytest.raises(ValueError, match="train.val_train_images=-1"):
     config_lib.with_overrides(cfg, {"train.val_train_images": -1})
-  # The shipped model's preset watches the centre hole and the training photos.
+  # The shipped model's preset watches the centre hole and the training photos, and trains
+  # on crops in every orientation.
   photo = config_lib.photo()
+  assert photo.data.train_augment == "dihedral" and config_lib.cpu().data.train_augment == "flip"
   assert validation.sets(photo, "pretrain") == [
       ("joint_free", "test"), ("inpaint", "test"), ("joint_free", "train"), ("inpaint", "train")]
 
