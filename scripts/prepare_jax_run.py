@@ -57,7 +57,6 @@ from PIL import Image
 
 import cascade_tf  # noqa: F401  (before TensorFlow)
 from cascade_tf import cli
-from cascade_tf import config as config_lib
 from cascade_tf.data import corruptions
 from cascade_tf.data import masks as masks_lib
 from cascade_tf.data import pipeline

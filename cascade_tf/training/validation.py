@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from cascade_tf import config as config_lib
 
+
 def sets(cfg: config_lib.Config, stage: str) -> list[tuple[str, str]]:
   """[(track, split)] the stage is validated on, the primary set first."""
   own = config_lib.validation_track(cfg.stage_track(stage))
