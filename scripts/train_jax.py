@@ -270,15 +270,14 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
   lr = cfg.stage_lr(stage)
   target = cfg.stage_steps(stage)
   track = cfg.stage_track(stage)
-  val_sets = [vset for vset in validation_lib.sets(cfg, stage)
-              if validation_lib.key(*vset) in (validation or {})]
-  primary = validation_lib.sets(cfg, stage)[0]
+  wanted = validation_lib.sets(cfg, stage)
+  primary = wanted[0]
+  val_sets = [vset for vset in wanted if validation_lib.key(*vset) in (validation or {})]
   eval_every = cfg.train.eval_every if primary in val_sets else 0
   if primary not in val_sets and cfg.train.eval_every > 0:
     print(f"{stage}: no validation batch for track {primary[0]!r} in the bundle (remake it with "
           "scripts/prepare_jax_run.py --validation): no validation", flush=True)
-  missing = [validation_lib.key(*vset) for vset in validation_lib.sets(cfg, stage)
-             if vset not in val_sets]
+  missing = [validation_lib.key(*vset) for vset in wanted if vset not in val_sets]
   if eval_every and missing:
     print(f"{stage}: the bundle has no validation batch for {', '.join(missing)} (remake it "
           "with this config): validated without them", flush=True)

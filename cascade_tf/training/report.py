@@ -102,11 +102,11 @@ def plot_curves(workdir: str, output_png: str) -> dict[str, dict[str, dict[str, 
       for key in sorted({k for r in rows for k in r if k.startswith("val_psnr")}):
         points = [(r["step"], r[key]) for r in rows if key in r]
         steps, values = zip(*points)
-        name = key.replace("val_psnr_", "") + suffix
+        output = key.replace("val_psnr_", "")
         ax.plot(steps, values, marker=".",
                 linestyle="--" if key.endswith("identity") else styles[index % len(styles)],
-                label=name if index == 0 else f"{name.split('@')[0]} ({validation_lib.key(*vset)})")
-        drawn[stage]["validation"][name] = points
+                label=output if index == 0 else f"{output} ({validation_lib.key(*vset)})")
+        drawn[stage]["validation"][output + suffix] = points
     ax.set_title(f"{stage}: validation PSNR (dB)")
     ax.set_xlabel("step")
     ax.legend(fontsize=7)
