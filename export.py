@@ -31,6 +31,10 @@ flags.DEFINE_integer("max_pixels", serving.DEFAULT_MAX_PIXELS,
                      "from the header, before decoding), per request (batch * height * width) "
                      "for serving_default. Larger inputs get INVALID_ARGUMENT. 0 = no limit: "
                      "UNSAFE behind a public server (one request can exhaust its memory).")
+flags.DEFINE_integer("self_ensemble", 1, "Every signature runs each network on this many "
+                     "symmetries of its input (flips, quarter turns) and averages the outputs "
+                     "mapped back: 1 (as trained), 2, 4 or 8; n times the compute per request "
+                     "for a little more PSNR (docs/results.md, 'Self-ensemble').")
 FLAGS = flags.FLAGS
 
 
@@ -40,7 +44,8 @@ def main(argv):
   workdir = FLAGS.workdir or pretrained.NAME
   try:
     path = serving.export_savedmodel(workdir, FLAGS.export_dir, FLAGS.version,
-                                     max_pixels=FLAGS.max_pixels)
+                                     max_pixels=FLAGS.max_pixels,
+                                     self_ensemble=FLAGS.self_ensemble)
   except ValueError as e:
     print(f"export.py: error: {e}", file=sys.stderr)
     sys.exit(1)

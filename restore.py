@@ -78,13 +78,18 @@ flags.DEFINE_enum("mixed_precision", config_lib.AUTO, list(config_lib.PRECISIONS
                   "mixed_bfloat16 on a CPU with native bfloat16, float32 elsewhere; "
                   "docs/benchmarks.md), float32, mixed_bfloat16 or "
                   "mixed_float16 (GPU).")
+flags.DEFINE_integer("self_ensemble", 1, "Run each network on this many symmetries of its input (flips, quarter turns) and "
+                     "average the outputs mapped back: 1 (as trained), 2, 4 or 8; n times the "
+                     "compute for a little more PSNR (docs/results.md, 'Self-ensemble'). "
+                     "A workdir or pretrained; a SavedModel runs as exported "
+                     "(export.py --self_ensemble).")
 FLAGS = flags.FLAGS
 
 
 def _demo(model: str) -> None:
   try:
     rows = demo.run_demo(model, FLAGS.output_dir, names=FLAGS.demo_images, seed=FLAGS.demo_seed,
-                         precision=FLAGS.mixed_precision)
+                         precision=FLAGS.mixed_precision, self_ensemble=FLAGS.self_ensemble)
   except (ValueError, FileNotFoundError) as e:
     print(f"restore.py: error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -112,7 +117,8 @@ def main(argv):
       mask_dilate=FLAGS.mask_dilate, mode=FLAGS.mode, tile_size=FLAGS.tile_size,
       tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size,
       resize_short_side=FLAGS.resize, save_intermediate=FLAGS.save_intermediate,
-      max_pixels=FLAGS.max_pixels, precision=FLAGS.mixed_precision)
+      max_pixels=FLAGS.max_pixels, precision=FLAGS.mixed_precision,
+      self_ensemble=FLAGS.self_ensemble)
   try:
     report = restoring.restore_paths(model, inputs, FLAGS.output_dir,
                                    options)

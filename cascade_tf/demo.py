@@ -69,7 +69,8 @@ def damage(images: Sequence[np.ndarray], seed: int = 0,
 
 def run_demo(model: str | inference.Repairer, output_dir: str, *,
              names: Sequence[str] = DEMO_IMAGES, size: int = 256, seed: int = 0,
-             stream: TextIO = sys.stderr, precision: str = "auto") -> list[DemoRow]:
+             stream: TextIO = sys.stderr, precision: str = "auto",
+             self_ensemble: int = 1) -> list[DemoRow]:
   """Damages, repairs and scores the demo photos; writes OUTPUT_DIR/demo.png.
 
   Args:
@@ -81,12 +82,14 @@ def run_demo(model: str | inference.Repairer, output_dir: str, *,
     seed: seed of the damage.
     stream: where progress goes.
     precision: the networks' compute precision (restore.py's --mixed_precision).
+    self_ensemble: symmetries each network sees (restore.py's --self_ensemble).
 
   Returns:
     One DemoRow per photo (PSNRs in dB against the undamaged photo).
   """
   repairer = (model if isinstance(model, inference.Repairer)
-              else inference.Repairer(inference.resolve_model(model), precision=precision))
+              else inference.Repairer(inference.resolve_model(model), precision=precision,
+                                      self_ensemble=self_ensemble))
   geometry = restoring.TileGeometry.for_model(repairer.config, model=model)
   images = demo_images(names, size)
   damaged = damage(images, seed)

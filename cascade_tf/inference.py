@@ -19,9 +19,11 @@ import contextlib
 import dataclasses
 import json
 import os
+from typing import Sequence
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cascade_tf import config as config_lib
@@ -50,6 +52,7 @@ class LoadedCascade:
   restorer: keras.Model
   weights_from: dict[str, str]  # network -> checkpoint path (or "random").
   precision: str = "float32"  # The Keras policy the networks compute in.
+  self_ensemble: int = 1  # Symmetries of its input `model` runs each network on.
 
 
 def load_config(workdir: str) -> config_lib.Config:
@@ -77,7 +80,7 @@ def _restore(network: keras.Model, name: str, path: str) -> bool:
 def load_workdir_cascade(workdir: str, *, stage: str | None = None,
                          allow_random_restorer: bool = False,
                          fold_batch_norm: bool = True,
-                         precision: str = "float32") -> LoadedCascade:
+                         precision: str = "float32", self_ensemble: int = 1) -> LoadedCascade:
   """Rebuilds the cascade of `workdir` with its best available weights.
 
   Args:
@@ -94,12 +97,17 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
     precision: the Keras dtype policy the networks compute in, or `auto`
       (`runtime.resolve_precision` for inference); weights stay float32
       and the outputs are float32 under every policy.
+    self_ensemble: the returned `model` runs each network on this many
+      symmetries of its input and averages (`cascade.forward`); the
+      networks returned alone are untouched.
 
   Raises:
-    ValueError: naming the workdir and the missing stage.
+    ValueError: naming the workdir and the missing stage, or a
+      self_ensemble not in cascade.SELF_ENSEMBLE_SIZES.
   """
+  cascade_lib.check_self_ensemble(self_ensemble)
   with _precision(precision):
-    return _load_workdir(workdir, stage, allow_random_restorer, fold_batch_norm)
+    return _load_workdir(workdir, stage, allow_random_restorer, fold_batch_norm, self_ensemble)
 
 
 @contextlib.contextmanager
@@ -112,7 +120,8 @@ def _precision(precision: str):
     yield policy
 
 
-def _load_workdir(workdir, stage, allow_random_restorer, fold_batch_norm) -> LoadedCascade:
+def _load_workdir(workdir, stage, allow_random_restorer, fold_batch_norm,
+                  self_ensemble) -> LoadedCascade:
   cfg = load_config(workdir)
   generator = generator_lib.build_generator(cfg.generator, None)
   restorer = restorer_lib.build_restorer(cfg.restorer, None)
@@ -138,15 +147,17 @@ def _load_workdir(workdir, stage, allow_random_restorer, fold_batch_norm) -> Loa
           f"--workdir={workdir}")
     weights_from[name] = path
   logging.info("Loaded cascade from %s: %s", workdir, weights_from)
-  return _assemble(cfg, generator, restorer, weights_from, fold_batch_norm)
+  return _assemble(cfg, generator, restorer, weights_from, fold_batch_norm, self_ensemble)
 
 
-def _assemble(cfg, generator, restorer, weights_from, fold_batch_norm: bool) -> LoadedCascade:
+def _assemble(cfg, generator, restorer, weights_from, fold_batch_norm: bool,
+              self_ensemble: int) -> LoadedCascade:
   if fold_batch_norm:
     generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
-  model = cascade_lib.build_cascade(generator, restorer, composite=cfg.generator.composite)
+  model = cascade_lib.build_cascade(generator, restorer, composite=cfg.generator.composite,
+                                    self_ensemble=self_ensemble)
   return LoadedCascade(cfg, model, generator, restorer, weights_from,
-                       precision=generator.dtype_policy.name)
+                       precision=generator.dtype_policy.name, self_ensemble=self_ensemble)
 
 
 def is_pretrained(source: str | None) -> bool:
@@ -154,25 +165,27 @@ def is_pretrained(source: str | None) -> bool:
   return source == pretrained.NAME
 
 
-def load_pretrained_cascade(*, fold_batch_norm: bool = True,
-                            precision: str = "float32") -> LoadedCascade:
+def load_pretrained_cascade(*, fold_batch_norm: bool = True, precision: str = "float32",
+                            self_ensemble: int = 1) -> LoadedCascade:
   """The shipped cascade (cascade_tf/pretrained), its checksums verified first.
 
-  `precision` as in `load_workdir_cascade`.
+  `precision` and `self_ensemble` as in `load_workdir_cascade`.
   """
+  cascade_lib.check_self_ensemble(self_ensemble)
   with _precision(precision):
     shipped = pretrained.load()
     where = f"{pretrained.NAME} ({shipped.directory})"
     logging.info("Loaded the pretrained cascade from %s", shipped.directory)
     return _assemble(shipped.config, shipped.generator, shipped.restorer,
-                     {"generator": where, "restorer": where}, fold_batch_norm)
+                     {"generator": where, "restorer": where}, fold_batch_norm, self_ensemble)
 
 
 def load_cascade(source: str, **kwargs) -> LoadedCascade:
   """`load_pretrained_cascade` for `pretrained`, else `load_workdir_cascade(source, ...)`."""
   if is_pretrained(source):
     return load_pretrained_cascade(fold_batch_norm=kwargs.get("fold_batch_norm", True),
-                                   precision=kwargs.get("precision", "float32"))
+                                   precision=kwargs.get("precision", "float32"),
+                                   self_ensemble=kwargs.get("self_ensemble", 1))
   return load_workdir_cascade(source, **kwargs)
 
 
@@ -187,26 +200,40 @@ def write_workdir(workdir: str, cfg: config_lib.Config, generator: keras.Model,
   return workdir
 
 
-def combine(generator_source: str, restorer_source: str, workdir: str) -> str:
+def combine(generator_source: str | Sequence[str], restorer_source: str, workdir: str) -> str:
   """Writes a workdir whose generator is `generator_source`'s and restorer `restorer_source`'s.
 
   Each source is a workdir or `pretrained`; the networks are taken as
   `load_cascade` finds them (unfolded), and a generator-only workdir (only
-  `pretrain` trained) is fine. config.json is the generator source's, with
+  `pretrain` trained) is fine. Several generator sources (a sequence, or
+  `a,b,c`) are averaged weight by weight, batch-norm statistics included
+  (a uniform "model soup", Wortsman et al. 2022): for generators fine-tuned
+  from one start, which stay in one basin of the loss, the average scores
+  better than its members at the cost of one (docs/training.md, "Eighth
+  sitting"); they must share one architecture. config.json is the (first)
+  generator source's, with
   the restorer's section and its `dd_*` training settings taken from the
-  restorer source; `combined_from.json` records both sources. This is how
+  restorer source; `combined_from.json` records the sources. This is how
   a generator fine-tuned alone is scored, or shipped, with a restorer of
   another run (`scripts/combine_cascade.py`).
 
   Raises:
-    ValueError: when `workdir` already holds a workdir (config.json), or a source fails
-      to load.
+    ValueError: when `workdir` already holds a workdir (config.json), a source fails
+      to load, or the generators to average differ in architecture.
   """
+  if isinstance(generator_source, str):
+    generator_source = [name for name in generator_source.split(",") if name]
+  generator_sources = list(generator_source)
+  if not generator_sources:
+    raise ValueError("--generator: name at least one workdir or 'pretrained'.")
   if tf.io.gfile.exists(os.path.join(workdir, "config.json")):
     raise ValueError(f"--output={workdir} already holds a workdir (config.json); choose a new "
                      "directory.")
-  with_generator = load_cascade(generator_source, fold_batch_norm=False,
-                                allow_random_restorer=True)
+  members = [load_cascade(source, fold_batch_norm=False, allow_random_restorer=True)
+             for source in generator_sources]
+  with_generator = members[0]
+  if len(members) > 1:
+    _average_into(with_generator.generator, members, generator_sources)
   with_restorer = load_cascade(restorer_source, fold_batch_norm=False)
   restorer_train = {f.name: getattr(with_restorer.config.train, f.name)
                     for f in dataclasses.fields(with_restorer.config.train)
@@ -215,12 +242,29 @@ def combine(generator_source: str, restorer_source: str, workdir: str) -> str:
       with_generator.config, restorer=with_restorer.config.restorer,
       train=dataclasses.replace(with_generator.config.train, **restorer_train))
   write_workdir(workdir, cfg, with_generator.generator, with_restorer.restorer)
+  weights = [member.weights_from["generator"] for member in members]
   with tf.io.gfile.GFile(os.path.join(workdir, "combined_from.json"), "w") as f:
-    json.dump({"generator": {"source": generator_source,
-                             "weights": with_generator.weights_from["generator"]},
+    json.dump({"generator": {"source": ",".join(generator_sources),
+                             "weights": weights[0] if len(weights) == 1 else weights,
+                             "averaged_over": len(weights)},
                "restorer": {"source": restorer_source,
                             "weights": with_restorer.weights_from["restorer"]}}, f, indent=2)
   return workdir
+
+
+def _average_into(target: keras.Model, members: Sequence[LoadedCascade],
+                  sources: Sequence[str]) -> None:
+  """Sets `target`'s weights to the mean of the members' generators' (float64 sums)."""
+  first = members[0].config.generator
+  for member, source in zip(members[1:], sources[1:]):
+    if member.config.generator != first:
+      raise ValueError(f"--generator: {source}'s generator ({member.config.generator}) is not "
+                       f"{sources[0]}'s ({first}); only generators of one architecture can be "
+                       "averaged.")
+  per_member = [member.generator.get_weights() for member in members]
+  target.set_weights([
+      np.mean([weights[i].astype(np.float64) for weights in per_member], axis=0).astype(
+          per_member[0][i].dtype) for i in range(len(per_member[0]))])
 
 
 def list_versions(export_dir: str) -> list[int]:
@@ -281,20 +325,28 @@ class Repairer:
   `config` is the training config: the workdir's, or the one export.py
   recorded in the SavedModel (None for other SavedModels). `precision`
   (a policy or `auto`) is the networks' compute precision for a workdir or
-  `pretrained`; `self.precision` the policy it resolved to.
+  `pretrained`; `self.precision` the policy it resolved to. `self_ensemble`
+  (`cascade.forward`) likewise; a SavedModel runs as it was exported
+  (export.py --self_ensemble), and asking it for more is a ValueError.
   """
 
-  def __init__(self, source: str, precision: str = "float32"):
+  def __init__(self, source: str, precision: str = "float32", self_ensemble: int = 1):
     self.source = source
     self.precision = "float32"  # A SavedModel computes in the precision it was exported in.
+    cascade_lib.check_self_ensemble(self_ensemble)
+    self.self_ensemble = self_ensemble
     if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
+      if self_ensemble != 1:
+        raise ValueError(f"--self_ensemble={self_ensemble}: {source} is a SavedModel, which "
+                         "runs as it was exported; export it with python export.py "
+                         f"--self_ensemble={self_ensemble} instead.")
       self._saved = tf.saved_model.load(source)
       self._serve = self._saved.signatures["serving_default"]
       self._serve_masked = self._saved.signatures.get("serving_masked")
       self.kind = "savedmodel"
       self.config = savedmodel_config(source)
     else:
-      loaded = load_cascade(source, precision=precision)
+      loaded = load_cascade(source, precision=precision, self_ensemble=self_ensemble)
       self.precision = loaded.precision
       self._model = loaded.model
       self.config = loaded.config

@@ -65,6 +65,8 @@ class RestoreOptions:
   # The networks' compute precision (a workdir or `pretrained`): a Keras policy, or auto
   # (runtime.resolve_precision: chosen per device and CPU by measurement).
   precision: str = "auto"
+  # Symmetries of its input each network sees, averaged (cascade.forward); 1: as trained.
+  self_ensemble: int = 1
 
 
 @dataclasses.dataclass
@@ -435,7 +437,8 @@ def restore_paths(model: str | inference.Repairer, inputs: Sequence[str], output
   if isinstance(model, inference.Repairer):
     repairer = model
   else:
-    repairer = inference.Repairer(inference.resolve_model(model), precision=options.precision)
+    repairer = inference.Repairer(inference.resolve_model(model), precision=options.precision,
+                                  self_ensemble=options.self_ensemble)
   geometry = TileGeometry.for_model(repairer.config, options.tile_size, options.tile_overlap,
                                     options.batch_size, model)
   mask = read_mask(options.mask_path, options.max_pixels or None) if options.mask_path else None

@@ -305,7 +305,7 @@ def encode_png(image_01):
 
 
 def export_savedmodel(workdir: str, export_dir: str, version: int | None = None, *,
-                      max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+                      max_pixels: int = DEFAULT_MAX_PIXELS, self_ensemble: int = 1) -> str:
   """Exports the cascade of `workdir` as `<export_dir>/<version>/`.
 
   Args:
@@ -320,14 +320,18 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
       header before decoding) or a request (float signature, batch *
       height * width) may have; larger ones fail with InvalidArgumentError.
       0: no limit, which lets one request exhaust the server's memory.
+    self_ensemble: every signature runs each network on this many
+      symmetries of its input and averages (`cascade.forward`): n times the
+      compute; recorded in the provenance.
 
   Returns:
     The path of the new version folder.
 
   Raises:
     ValueError: if `workdir` holds no trained cascade, `version` is not
-      positive, `max_pixels` is negative, or `<export_dir>/<version>`
-      already exists.
+      positive, `max_pixels` is negative, `self_ensemble` is not one of
+      cascade.SELF_ENSEMBLE_SIZES, or `<export_dir>/<version>` already
+      exists.
   """
   if version is not None and version < 1:
     raise ValueError(f"--version={version}: must be a positive integer.")
@@ -343,7 +347,7 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
         f"--version={version}: {final_path} already exists and versions are never "
         f"overwritten. Omit --version to write version {next_version}, or delete that "
         "folder yourself.")
-  loaded = inference.load_cascade(workdir)
+  loaded = inference.load_cascade(workdir, self_ensemble=self_ensemble)
   tf.io.gfile.makedirs(export_dir)
   # A hidden, non-numeric name: TF Serving ignores it while it is written.
   temp_path = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
@@ -375,6 +379,7 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
         "weights_from": loaded.weights_from,
         "size_multiple_px": multiple,
         "max_pixels": max_pixels,
+        "self_ensemble": self_ensemble,
         "min_side_px": multiple,
         "training_image_size_px": loaded.config.data.image_size,
         "hole_fill": loaded.config.data.hole_fill,

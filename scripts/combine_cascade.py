@@ -1,4 +1,4 @@
-"""Writes a workdir with one source's generator and another's restorer.
+"""Writes a workdir with one source's generator (or several averaged) and another's restorer.
 
     python scripts/combine_cascade.py --generator=runs/g_wide --restorer=pretrained \
         --output=runs/c_wide
@@ -12,6 +12,13 @@ its own; this pairs it with one, for scoring, serving or shipping. The
 output's config.json is the generator source's with the restorer's section
 and `dd_*` settings of the restorer source; combined_from.json names both
 (`cascade_tf.inference.combine`).
+
+    python scripts/combine_cascade.py --generator=pretrained,runs/g_l1,runs/g_mse \
+        --restorer=pretrained --output=runs/c_soup
+
+averages the generators of several sources weight by weight (a uniform
+"model soup"): for runs fine-tuned from one start it scores better than
+each of them at the cost of one (docs/training.md, "Eighth sitting").
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import cascade_tf  # noqa: F401  (before TensorFlow)
 from cascade_tf import inference
 
 _GENERATOR = flags.DEFINE_string("generator", None,
-                                 "Workdir or `pretrained` whose generator to take.")
+                                 "Workdir or `pretrained` whose generator to take; a comma "
+                                 "list averages the generators (one architecture).")
 _RESTORER = flags.DEFINE_string("restorer", None,
                                 "Workdir or `pretrained` whose restorer to take.")
 _OUTPUT = flags.DEFINE_string("output", None, "The new workdir to write (must not hold one).")

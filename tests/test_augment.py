@@ -50,3 +50,14 @@ def test_random_square_draws_only_its_modes_transforms_and_all_of_them(mode, rea
     assert errors[k] < 1e-5
     seen.add(k)
   assert seen == set(range(reachable))
+
+
+def test_batched_ops_transform_each_image_like_numpy_and_invert_on_non_square_batches():
+  batch = np.random.default_rng(1).random((2, 4, 6, 3)).astype(np.float32)
+  for k in range(8):
+    ours = np.asarray(augment.dihedral_ops(tf.constant(batch), k))
+    np.testing.assert_array_equal(ours, np.stack([augment.dihedral_np(x, k) for x in batch]))
+    back = np.asarray(augment.dihedral_ops(tf.constant(ours), k, inverse=True))
+    np.testing.assert_array_equal(back, batch)
+  with pytest.raises(ValueError, match="k=8"):
+    augment.dihedral_ops(tf.constant(batch), 8)

@@ -9,6 +9,7 @@ baseline's bank, and the CLI's one-line errors. The CLI subprocesses start
 early and run while the in-process tests do, to keep the module fast.
 """
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -378,6 +379,26 @@ def test_compare_scores_ablations_side_by_side(workdir, tmp_path):
   options = _options(models=evaluate_lib.model_specs(compare=f"a={workdir},b={bigger}"))
   with pytest.raises(ValueError, match="--compare: the models were trained at different"):
     evaluate_lib.evaluate(TINY_DATA, options, None)
+
+
+def test_self_ensemble_is_applied_recorded_and_refused_for_a_saved_model(workdir, tmp_path):
+  options = _options(tracks=("inpaint",), baselines=("none",), max_images=2,
+                     models=evaluate_lib.model_specs(workdir=workdir))
+  plain = evaluate_lib.evaluate(TINY_DATA, options, None)
+  ensemble = evaluate_lib.evaluate(
+      TINY_DATA, dataclasses.replace(options, self_ensemble=4), None)
+  assert plain["methods"]["cascade"]["self_ensemble"] == 1
+  assert ensemble["methods"]["cascade"]["self_ensemble"] == 4
+  assert (ensemble["results"]["cascade"]["inpaint"]["psnr"]
+          != plain["results"]["cascade"]["inpaint"]["psnr"])
+  with pytest.raises(ValueError, match="--self_ensemble=5"):
+    evaluate_lib.evaluate(TINY_DATA, dataclasses.replace(options, self_ensemble=5), None)
+  (tmp_path / "1").mkdir()
+  (tmp_path / "1" / "saved_model.pb").write_bytes(b"")  # Refused before it is read.
+  with pytest.raises(ValueError, match="--self_ensemble=2: --model=.* is a SavedModel"):
+    evaluate_lib.evaluate(TINY_DATA, dataclasses.replace(
+        options, self_ensemble=2, models=evaluate_lib.model_specs(model=str(tmp_path / "1"))),
+        None)
 
 
 def test_saved_model_scores_like_its_workdir(workdir, reference_run, tmp_path):

@@ -12,6 +12,7 @@ import tensorflow as tf
 from cascade_tf import config
 from cascade_tf import losses
 from cascade_tf import weights_io
+from cascade_tf.data import augment
 from cascade_tf.models import build_cascade
 from cascade_tf.models.cascade import cascade_inputs
 from cascade_tf.models import build_critic
@@ -156,6 +157,41 @@ def test_cascade_returns_both_images(tiny_nets):
   np.testing.assert_allclose(outputs["inpainted"].numpy(), inpainted.numpy(), atol=1e-6)
   np.testing.assert_allclose(outputs["restored"].numpy(),
                              tiny_nets["restorer"](inpainted).numpy(), atol=1e-6)
+
+
+def test_self_ensemble_averages_the_symmetries_and_is_equivariant(tiny):
+  # The mask-channel generator with the composite: the mask is transformed with the image.
+  cfg = config.with_overrides(tiny, {"generator.mask_channel": True, "generator.composite": True})
+  keras.utils.set_random_seed(0)
+  generator = build_generator(cfg.generator)
+  restorer = build_restorer(cfg.restorer)
+  images = _images()
+  mask = np.zeros((2, 32, 32, 1), np.float32)
+  mask[:, 4:20, 10:30] = 1.0  # Not symmetric: each transform moves it.
+  inputs = cascade_inputs(images, mask)
+  plain = build_cascade(generator, restorer, composite=True)(inputs)
+  np.testing.assert_array_equal(
+      build_cascade(generator, restorer, composite=True, self_ensemble=1)(inputs)["restored"],
+      plain["restored"])
+  ensemble = build_cascade(generator, restorer, composite=True, self_ensemble=8)
+  out = ensemble(inputs)
+  # By hand: G on each transformed image and mask, mapped back, averaged; composited; R alike.
+  with_mask = tf.concat([images, mask], axis=-1)
+  inpainted = np.mean([augment.dihedral_ops(generator(augment.dihedral_ops(with_mask, k)), k,
+                                            inverse=True) for k in range(8)], axis=0)
+  inpainted = mask * inpainted + (1 - mask) * images.numpy()
+  restored = np.mean([augment.dihedral_ops(restorer(augment.dihedral_ops(inpainted, k)), k,
+                                           inverse=True) for k in range(8)], axis=0)
+  np.testing.assert_allclose(out["inpainted"], inpainted, atol=1e-5)
+  np.testing.assert_allclose(out["restored"], restored, atol=1e-5)
+  assert np.abs(out["restored"] - plain["restored"]).max() > 1e-4  # It changes something.
+  # Over all eight symmetries the result no longer depends on the image's orientation.
+  for k in (1, 2, 5):
+    turned = ensemble(cascade_inputs(augment.dihedral_ops(images, k),
+                                     augment.dihedral_ops(mask, k)))["restored"]
+    np.testing.assert_allclose(turned, augment.dihedral_ops(out["restored"], k), atol=1e-5)
+  with pytest.raises(ValueError, match="self_ensemble=3"):
+    build_cascade(generator, restorer, self_ensemble=3)
 
 
 def test_cascade_rejects_mismatched_sizes(tiny):

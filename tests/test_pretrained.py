@@ -242,3 +242,35 @@ def test_combine_pairs_one_sources_generator_with_anothers_restorer(tmp_path):
   # An existing workdir is never overwritten; the error names the flag.
   with pytest.raises(ValueError, match="already holds a workdir"):
     inference.combine("pretrained", "pretrained", out)
+
+
+def test_combine_averages_several_generators_of_one_architecture(tmp_path):
+  """--generator=a,b: the generators' weights averaged (batch-norm statistics too)."""
+  sources = [workdirs.make_random_workdir(tmp_path / name, seed=seed)
+             for name, seed in (("a", 0), ("b", 1))]
+  for index, source in enumerate(sources):  # Every weight differs: biases, moving statistics.
+    loaded = inference.load_workdir_cascade(source, fold_batch_norm=False)
+    rng = np.random.default_rng(index)
+    for variable in loaded.generator.weights:
+      variable.assign(variable + rng.random(variable.shape).astype(np.float32))
+    inference.write_workdir(str(tmp_path / (Path(source).name + "2")), loaded.config,
+                            loaded.generator, loaded.restorer)
+  sources = [str(tmp_path / "a2"), str(tmp_path / "b2")]
+  out = inference.combine(",".join(sources), sources[0], str(tmp_path / "soup"))
+  members = [inference.load_workdir_cascade(s, fold_batch_norm=False) for s in sources]
+  soup = inference.load_workdir_cascade(out, fold_batch_norm=False)
+  assert len(soup.generator.weights) == len(members[0].generator.weights)
+  differ = 0
+  for got, a, b in zip(soup.generator.weights, members[0].generator.weights,
+                       members[1].generator.weights):
+    np.testing.assert_allclose(got.numpy(), (a.numpy() + b.numpy()) / 2, rtol=1e-6, atol=1e-7)
+    differ += int(not np.array_equal(a.numpy(), b.numpy()))
+  assert differ == len(soup.generator.weights)  # Every weight, moving statistics included.
+  for a, b in zip(soup.restorer.weights, members[0].restorer.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  record = json.loads((Path(out) / "combined_from.json").read_text())["generator"]
+  assert record["averaged_over"] == 2 and len(record["weights"]) == 2
+  # Generators of different architectures cannot be averaged; the error names both.
+  with pytest.raises(ValueError, match=f"--generator: pretrained's generator .* is not "
+                                       f"{sources[0]}'s"):
+    inference.combine(f"{sources[0]},pretrained", sources[0], str(tmp_path / "bad"))

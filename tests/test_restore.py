@@ -239,6 +239,17 @@ def test_centre_hole_mask_resize_and_intermediate(workdir, loaded, tmp_path):
   assert read_png(tmp_path / "large" / "a.png").shape == (64, 96, 3)
 
 
+def test_self_ensemble_option_runs_the_ensembled_cascade(workdir, loaded, tmp_path):
+  image = photo(32, 64)  # Not square: the quarter turns swap height and width.
+  save_png(tmp_path / "a.png", image)
+  options = restoring.RestoreOptions(tile_size=0, self_ensemble=8, precision="float32")
+  restoring.restore_paths(workdir, [str(tmp_path / "a.png")], str(tmp_path / "out"), options)
+  got = read_png(tmp_path / "out" / "a.png")
+  expected = untiled(inference.load_workdir_cascade(workdir, self_ensemble=8).model, image)
+  np.testing.assert_allclose(got, expected["restored"], rtol=0, atol=0.5 / 255 + 1e-6)
+  assert np.abs(expected["restored"] - untiled(loaded.model, image)["restored"]).max() > 2 / 255
+
+
 def test_holes_beyond_the_models_reach_are_filled_at_a_reduced_scale():
   """A 150 x 100 px hole in a 400 x 600 photo, for a model trained at 64 px (reach 32 px):
   the model sees a shrunken window with the hole 32 px across, its fill lands exactly in the
@@ -315,6 +326,7 @@ def test_inpaint_mode_with_a_mask_dir_changes_nothing_outside_the_dilated_mask(w
     (restoring.RestoreOptions(batch_size=0), "--batch_size=0"),
     (restoring.RestoreOptions(max_pixels=-1), "--max_pixels=-1"),
     (restoring.RestoreOptions(max_pixels=10 ** 9), "Pillow refuses larger images"),
+    (restoring.RestoreOptions(self_ensemble=6), "--self_ensemble=6"),
 ])
 def test_restore_rejects_bad_options(workdir, tmp_path, options, match):
   save_png(tmp_path / "d.png", photo(32, 32))

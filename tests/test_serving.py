@@ -453,3 +453,25 @@ def test_masked_signatures_fill_the_hole_pass_the_mask_and_reject_bad_masks(load
     serve_bytes(images_bytes=tf.constant([png]), masks_bytes=tf.constant([small_mask]))
   with pytest.raises(tf.errors.InvalidArgumentError, match="masks_bytes: expected one mask per"):
     serve_bytes(images_bytes=tf.constant([png, png]), masks_bytes=tf.constant([mask_png]))
+
+
+def test_self_ensemble_export_matches_keras_and_is_recorded(workdir, exported, tmp_path):
+  path = serving.export_savedmodel(workdir, str(tmp_path / "cascade"), self_ensemble=4)
+  assert inference.read_provenance(path)["self_ensemble"] == 4
+  assert inference.read_provenance(exported)["self_ensemble"] == 1
+  images = photo(45, 70)[None].astype(np.float32) / 255.0  # Padded to 64 x 96: not square.
+  masks = np.zeros([1, 45, 70, 1], np.float32)
+  masks[:, 10:30, 20:50] = 1.0
+  out = tf.saved_model.load(path).signatures[serving.SIGNATURE_MASKED](
+      images=tf.constant(images), masks=tf.constant(masks))
+  expected = keras_reference(inference.load_workdir_cascade(workdir, self_ensemble=4).model,
+                             images, masks)
+  plain = keras_reference(inference.load_workdir_cascade(workdir).model, images, masks)
+  for name in serving.OUTPUTS:
+    np.testing.assert_allclose(out[name].numpy(), expected[name], atol=1e-5)
+  assert np.abs(expected["restored"] - plain["restored"]).max() > 1e-3
+  # A SavedModel runs as exported: asking it for another ensemble is refused, naming the flag.
+  with pytest.raises(ValueError, match="--self_ensemble=2: .* export.py --self_ensemble=2"):
+    inference.Repairer(path, self_ensemble=2)
+  with pytest.raises(ValueError, match="--self_ensemble=3"):
+    serving.export_savedmodel(workdir, str(tmp_path / "bad"), self_ensemble=3)

@@ -6,9 +6,11 @@ that many quarter turns counter-clockwise after the flip. `flip` draws k in
 in [0, 8), all eight symmetries of the square (flips, transposes and quarter
 turns), so a photo's content reaches the centre hole in eight orientations.
 The two trainers share this definition: `dihedral_tf` for train.py's
-tf.data pipeline, `dihedral_np` for scripts/train_jax.py's host sampler
-(tests/test_augment.py checks that they agree on every k). TensorFlow is
-imported only by `dihedral_tf`: the JAX trainer runs where it is not installed.
+tf.data pipeline, `dihedral_np` for scripts/train_jax.py's host sampler,
+and `dihedral_ops` (batched, either direction) for the inference
+self-ensemble (`models/cascade.py`); tests/test_augment.py checks that
+they agree on every k. TensorFlow is imported only by `dihedral_tf`: the
+JAX trainer runs where it is not installed.
 """
 
 from __future__ import annotations
@@ -41,3 +43,31 @@ def dihedral_np(array: np.ndarray, k: int) -> np.ndarray:
   """Transform k of a square [S, S, C] array, as `dihedral_tf`."""
   flipped = array[:, ::-1] if k % 2 == 1 else array
   return np.rot90(flipped, k // 2, axes=(0, 1))
+
+
+def _turn_ops(images, turns: int):
+  """`turns` quarter turns counter-clockwise of a [B, H, W, C] batch, as np.rot90 on
+  axes (1, 2), from flips and a transpose (keras.ops.rot90 mixes up non-square
+  images when turning twice)."""
+  from keras import ops  # pylint: disable=g-import-not-at-top
+  turns %= 4
+  if turns == 0:
+    return images
+  if turns == 2:
+    return ops.flip(ops.flip(images, axis=1), axis=2)
+  if turns == 1:
+    return ops.transpose(ops.flip(images, axis=2), (0, 2, 1, 3))
+  return ops.flip(ops.transpose(images, (0, 2, 1, 3)), axis=2)
+
+
+def dihedral_ops(images, k: int, inverse: bool = False):
+  """Transform k (a Python int) of every image of a [B, H, W, C] batch, as `dihedral_tf`;
+  `inverse` undoes it. Keras ops: any backend, symbolic inputs too, any H and W."""
+  from keras import ops  # pylint: disable=g-import-not-at-top
+  if not 0 <= k < 8:
+    raise ValueError(f"dihedral_ops: k={k}: expected 0 <= k < 8.")
+  if inverse:
+    turned = _turn_ops(images, -(k // 2))
+    return ops.flip(turned, axis=2) if k % 2 == 1 else turned
+  flipped = ops.flip(images, axis=2) if k % 2 == 1 else images
+  return _turn_ops(flipped, k // 2)

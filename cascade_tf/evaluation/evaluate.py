@@ -118,6 +118,10 @@ class EvalOptions:
     mixed_precision: compute precision of workdir and `pretrained` models:
       a Keras policy or `auto` (`runtime.resolve_precision` for inference);
       the resolved policy is recorded in each model's info.
+    self_ensemble: workdir and `pretrained` models run each network on this
+      many symmetries of its input and average (`cascade.forward`; 1: as
+      trained); recorded in each model's info. A SavedModel runs as it was
+      exported (export.py --self_ensemble).
     tune_baselines: tune the baselines' params on `tune_images` training
       images per track instead of using the module defaults.
     tune_images: training images per track used for tuning.
@@ -142,6 +146,7 @@ class EvalOptions:
   batch_size: int = 16
   strategy: str = "auto"
   mixed_precision: str = config_lib.AUTO
+  self_ensemble: int = 1
   tune_baselines: bool = False
   tune_images: int = 8
   knn_train_images: int = 200
@@ -338,6 +343,7 @@ def _check_options(options: EvalOptions) -> None:
   if options.mixed_precision not in config_lib.PRECISIONS:
     raise ValueError(f"--mixed_precision={options.mixed_precision!r}: expected one of "
                      f"{config_lib.PRECISIONS}.")
+  cascade_lib.check_self_ensemble(options.self_ensemble)
   if options.strategy not in config_lib.STRATEGIES:
     raise ValueError(f"--strategy={options.strategy!r}: expected one of "
                      f"{config_lib.STRATEGIES}.")
@@ -383,10 +389,11 @@ class _ModelRunner:
   """
 
   def __init__(self, spec: ModelSpec, strategy: tf.distribute.Strategy,
-               precision: str = "float32"):
+               precision: str = "float32", self_ensemble: int = 1):
     self.spec = spec
     self.strategy = strategy
     self.precision = precision
+    self.self_ensemble = self_ensemble
     self.final_row = spec.name
     self.intermediate_row = spec.name + INTERMEDIATE_SUFFIX
     self.info: dict[str, Any] = {"kind": "model", "path": spec.path}
@@ -407,6 +414,13 @@ class _ModelRunner:
         self.info.update(weights_from=provenance.get("weights_from"),
                          preset=self.config.preset, image_size=self.config.data.image_size,
                          hole_size=self.config.data.hole_size)
+    exported_ensemble = (provenance or {}).get("self_ensemble", 1)
+    if self.self_ensemble != 1:
+      raise ValueError(f"--self_ensemble={self.self_ensemble}: {self.spec.flag}={self.spec.path} "
+                       "is a SavedModel, which runs as it was exported (self-ensemble "
+                       f"{exported_ensemble}); export it with python export.py "
+                       f"--self_ensemble={self.self_ensemble} instead.")
+    self.info["self_ensemble"] = exported_ensemble
     try:
       with self.strategy.scope():
         loaded = tf.saved_model.load(self.spec.path)
@@ -440,6 +454,7 @@ class _ModelRunner:
                                       precision=self.precision)
     self.config = loaded.config
     self.info["precision"] = loaded.precision
+    self.info["self_ensemble"] = self.self_ensemble
     self.has_restorer = loaded.weights_from.get("restorer") != "random"
     self.info.update(format=("pretrained" if inference.is_pretrained(self.spec.path)
                              else "workdir"), weights_from=dict(loaded.weights_from),
@@ -448,14 +463,15 @@ class _ModelRunner:
                      hole_size=loaded.config.data.hole_size)
     generator, restorer = loaded.generator, loaded.restorer
     composite = loaded.config.generator.composite
+    ensemble = self.self_ensemble
     # The cascade's `forward`, in two calls so that each row is timed: the
     # restorer takes the generator's raw [-1, 1] output, exactly as in the
     # cascade model; only the scored images are clipped to [0, 1].
     self._generator = self._distributed(lambda images_01, masks: cascade_lib.forward(
         ranges.to_model(images_01), generator, mask=masks, composite=composite,
-        training=False)["inpainted"])
+        training=False, self_ensemble=ensemble)["inpainted"])
     self._restorer = self._distributed(lambda inpainted, masks: cascade_lib.forward(
-        inpainted, restorer=restorer, training=False)["restored"])
+        inpainted, restorer=restorer, training=False, self_ensemble=ensemble)["restored"])
     self._both = None
 
   def _distributed(self, fn):
@@ -921,7 +937,8 @@ def evaluate(data_cfg: config_lib.DataConfig, options: EvalOptions,
                          knn_available=wants_knn)
 
   strategy = runtime.make_strategy(options.strategy)
-  runners = [_ModelRunner(spec, strategy, options.mixed_precision) for spec in options.models]
+  runners = [_ModelRunner(spec, strategy, options.mixed_precision, options.self_ensemble)
+             for spec in options.models]
   for runner in runners:
     if not runner.has_restorer:
       notes.append(f"{runner.spec.flag}={runner.spec.path} has no trained restorer: only "

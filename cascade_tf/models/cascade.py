@@ -11,15 +11,25 @@ inpainted image G(x) and the final R(G(x)).
 Beyond the paper, two options take the hole mask (docs/architecture.md,
 "Masks"): a generator with the mask as its 4th input channel
 (`generator.mask_channel`), and the composite m * G(x) + (1 - m) * x
-(`generator.composite`), which keeps the known pixels exactly.
+(`generator.composite`), which keeps the known pixels exactly. At
+inference only, `self_ensemble` = n runs each network on n symmetries of
+its input (the first n of `data.augment`'s eight) and averages the
+outputs mapped back: n times the compute for a little more PSNR
+(docs/results.md, "Self-ensemble").
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 from keras import ops
 
 from cascade_tf.data import appliers
+from cascade_tf.data import augment
+
+# Values of `self_ensemble`: how many of the square's symmetries each network sees.
+SELF_ENSEMBLE_SIZES = (1, 2, 4, 8)
 
 
 def uses_mask(generator: keras.Model | None, composite: bool = False) -> bool:
@@ -27,9 +37,30 @@ def uses_mask(generator: keras.Model | None, composite: bool = False) -> bool:
   return generator is not None and (composite or generator.input_shape[-1] == 4)
 
 
+def check_self_ensemble(n: int, flag: str = "--self_ensemble") -> int:
+  """`n` if it is one of SELF_ENSEMBLE_SIZES; ValueError naming `flag` otherwise."""
+  if n not in SELF_ENSEMBLE_SIZES:
+    raise ValueError(f"{flag}={n}: expected one of {SELF_ENSEMBLE_SIZES} (symmetries of the "
+                     "image each network sees; 1 = none).")
+  return n
+
+
+def _ensemble(network, images, n: int):
+  """The mean over k < n of transform k undone on network(transform k of images).
+
+  `images` is [B, H, W, C] of any H and W (a quarter turn swaps them; the
+  networks are fully convolutional). n = 1 is the plain call.
+  """
+  if n == 1:
+    return network(images)
+  outputs = [augment.dihedral_ops(network(augment.dihedral_ops(images, k)), k, inverse=True)
+             for k in range(n)]
+  return ops.divide(functools.reduce(ops.add, outputs), float(n))
+
+
 def forward(corrupted, generator: keras.Model | None = None,
             restorer: keras.Model | None = None, *, mask=None, composite: bool = False,
-            training=None) -> dict:
+            training=None, self_ensemble: int = 1) -> dict:
   """Runs the cascade's networks that are given on `corrupted`.
 
   Args:
@@ -43,6 +74,10 @@ def forward(corrupted, generator: keras.Model | None = None,
     composite: G's output is m * G(x) + (1 - m) * x, so that the known
       pixels reach the restorer (and the `inpainted` output) untouched.
     training: passed to the networks (batch-norm mode).
+    self_ensemble: at inference, run each network on this many symmetries
+      of its input and average the outputs mapped back (SELF_ENSEMBLE_SIZES;
+      1: once, as trained). The composite and the restorer take the
+      generator's averaged output.
 
   Returns:
     {"inpainted": G(x)} and/or {"restored": R(G(x)) or R(x)}, [-1, 1], not
@@ -53,18 +88,21 @@ def forward(corrupted, generator: keras.Model | None = None,
   if mask is None and uses_mask(generator, composite):
     raise ValueError("forward: this generator (mask channel) or the composite needs the hole "
                      "mask (mask=...).")
+  check_self_ensemble(self_ensemble, "self_ensemble")
   outputs = {}
   images = corrupted
   if generator is not None:
     generator_input = images
     if generator.input_shape[-1] == 4:
       generator_input = ops.concatenate([images, ops.cast(mask, images.dtype)], axis=-1)
-    images = generator(generator_input, training=training)
+    images = _ensemble(lambda x: generator(x, training=training), generator_input,
+                       self_ensemble)
     if composite:
       images = appliers.composite(images, corrupted, mask)
     outputs["inpainted"] = images
   if restorer is not None:
-    outputs["restored"] = restorer(images, training=training)
+    outputs["restored"] = _ensemble(lambda x: restorer(x, training=training), images,
+                                    self_ensemble)
   return outputs
 
 
@@ -82,7 +120,7 @@ def cascade_inputs(corrupted, mask=None) -> dict:
 
 
 def build_cascade(generator: keras.Model, restorer: keras.Model, *, composite: bool = False,
-                  name: str = "cascade") -> keras.Model:
+                  self_ensemble: int = 1, name: str = "cascade") -> keras.Model:
   """Chains `generator` and `restorer` into one model.
 
   Args:
@@ -90,6 +128,7 @@ def build_cascade(generator: keras.Model, restorer: keras.Model, *, composite: b
     restorer: from `build_restorer`, [B, H, W, 3] -> [B, H, W, 3].
     composite: composite G's output with its input outside the hole
       (`forward`); the config's `generator.composite`.
+    self_ensemble: symmetries of the input each network sees (`forward`).
     name: the model's name.
 
   Returns:
@@ -118,4 +157,5 @@ def build_cascade(generator: keras.Model, restorer: keras.Model, *, composite: b
   inputs = {"corrupted": keras.Input(shape=gen_in[1:3] + (3,), name="corrupted"),
             "mask": keras.Input(shape=gen_in[1:3] + (1,), name="mask")}
   return keras.Model(inputs, forward(inputs["corrupted"], generator, restorer,
-                                     mask=inputs["mask"], composite=composite), name=name)
+                                     mask=inputs["mask"], composite=composite,
+                                     self_ensemble=self_ensemble), name=name)
