@@ -208,11 +208,12 @@ def combine(generator_source: str | Sequence[str], restorer_source: str, workdir
   `pretrain` trained) is fine. Several generator sources (a sequence, or
   `a,b,c`) are averaged weight by weight, batch-norm statistics included
   (a uniform "model soup", Wortsman et al. 2022): for generators fine-tuned
-  from one start, which stay in one basin of the loss, the average scores
-  better than its members at the cost of one (docs/training.md, "Eighth
-  sitting"); they must share one architecture. config.json is the (first)
-  generator source's, with
-  the restorer's section and its `dd_*` training settings taken from the
+  from one start, which stay in one basin of the loss, the average costs
+  what one does at inference and can score above each member (it did for
+  two about equally good runs, and fell between members of unequal
+  quality: docs/training.md, "Eighth sitting"); they must share one
+  architecture. config.json is the (first) generator source's, with the
+  restorer's section and its `dd_*` training settings taken from the
   restorer source; `combined_from.json` records the sources. This is how
   a generator fine-tuned alone is scored, or shipped, with a restorer of
   another run (`scripts/combine_cascade.py`).

@@ -17,8 +17,9 @@ and `dd_*` settings of the restorer source; combined_from.json names both
         --restorer=pretrained --output=runs/c_soup
 
 averages the generators of several sources weight by weight (a uniform
-"model soup"): for runs fine-tuned from one start it scores better than
-each of them at the cost of one (docs/training.md, "Eighth sitting").
+"model soup"): for runs fine-tuned from one start it can score above each
+of them at the cost of one (it did for two about equally good runs, and fell
+between members of unequal quality: docs/training.md, "Eighth sitting").
 """
 
 from __future__ import annotations
