@@ -51,11 +51,8 @@ flags.DEFINE_string("baselines", evaluate_lib.DEFAULT,
                     "where a disjoint train split exists), 'none', or a comma list of names "
                     "and FILLER+RESTORER chains, e.g. identity,telea,bm3d,telea+wiener_oracle "
                     "(may include 'default').")
-flags.DEFINE_integer("self_ensemble", 1, "Run each network on this many symmetries of its "
-                     "input (flips, quarter turns) and average the outputs mapped back: 1 (as "
-                     "trained), 2, 4 or 8; n times the compute for a little more PSNR "
-                     "(docs/results.md, 'Self-ensemble'). "
-                     "Workdirs and pretrained; a SavedModel runs as exported.")
+flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " Workdirs and pretrained; "
+                     "a SavedModel runs as exported.")
 flags.DEFINE_integer("max_images", None, "Score only the first N test images (default: all).")
 flags.DEFINE_integer("batch_size", 16, "Images per batch of the models.")
 flags.DEFINE_string("output_dir", "results", "Where results.json, results.md and the "

@@ -17,6 +17,7 @@ import sys
 from absl import app
 from absl import flags
 
+from cascade_tf import cli
 from cascade_tf import pretrained
 from cascade_tf import serving
 
@@ -31,10 +32,8 @@ flags.DEFINE_integer("max_pixels", serving.DEFAULT_MAX_PIXELS,
                      "from the header, before decoding), per request (batch * height * width) "
                      "for serving_default. Larger inputs get INVALID_ARGUMENT. 0 = no limit: "
                      "UNSAFE behind a public server (one request can exhaust its memory).")
-flags.DEFINE_integer("self_ensemble", 1, "Every signature runs each network on this many "
-                     "symmetries of its input (flips, quarter turns) and averages the outputs "
-                     "mapped back: 1 (as trained), 2, 4 or 8; n times the compute per request "
-                     "for a little more PSNR (docs/results.md, 'Self-ensemble').")
+flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " Baked into every "
+                     "signature: n times the compute per request.")
 FLAGS = flags.FLAGS
 
 

@@ -29,6 +29,7 @@ import sys
 from absl import app
 from absl import flags
 
+from cascade_tf import cli
 from cascade_tf import config as config_lib
 from cascade_tf import demo
 from cascade_tf import pretrained
@@ -78,12 +79,8 @@ flags.DEFINE_enum("mixed_precision", config_lib.AUTO, list(config_lib.PRECISIONS
                   "mixed_bfloat16 on a CPU with native bfloat16, float32 elsewhere; "
                   "docs/benchmarks.md), float32, mixed_bfloat16 or "
                   "mixed_float16 (GPU).")
-flags.DEFINE_integer("self_ensemble", 1, "Run each network on this many symmetries of its "
-                     "input (flips, quarter turns) and average the outputs mapped back: 1 (as "
-                     "trained), 2, 4 or 8; n times the compute for a little more PSNR "
-                     "(docs/results.md, 'Self-ensemble'). "
-                     "A workdir or pretrained; a SavedModel runs as exported "
-                     "(export.py --self_ensemble).")
+flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " A workdir or pretrained; "
+                     "a SavedModel runs as exported (export.py --self_ensemble).")
 FLAGS = flags.FLAGS
 
 

@@ -15,6 +15,12 @@ from typing import Iterable
 
 from cascade_tf import config as config_lib
 
+# The help of --self_ensemble (evaluate.py, restore.py, export.py), which each CLI completes.
+SELF_ENSEMBLE_HELP = ("Run each network on this many symmetries of its input (flips, quarter "
+                      "turns) and average the outputs mapped back: 1 (as trained), 2, 4 or 8; "
+                      "n times the compute for a little more PSNR (docs/results.md, "
+                      "'Self-ensemble').")
+
 # flag name -> (config key, help). Defaults are None: "the preset's value".
 _CONFIG_FLAGS = {
     "dataset": ("data.dataset", "Clean images: samples (scikit-image photos, no download), "
