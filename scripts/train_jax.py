@@ -256,13 +256,14 @@ class MetricsLog:
 
 def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, bank, cfg,
               seconds: float | None, key, log_every: int, validation: dict | None = None,
-              out_dir: str | None = None) -> dict:
+              out_dir: str | None = None, warm_started: bool = False) -> dict:
   """Trains `stage` for its steps or `seconds`; writes the weights back into `models`.
 
   `validation` is the bundle's {set: batch} (`load_validation`); the stage
   is validated every `train.eval_every` steps and at its end, on each of
-  its `validation.sets` the bundle holds, when it holds the primary one.
-  With `out_dir`, its metrics.jsonl is written.
+  its `validation.sets` the bundle holds, when it holds the primary one,
+  and, when it starts from trained weights (`warm_started`), at step 0 too
+  (as train.py). With `out_dir`, its metrics.jsonl is written.
   """
   spec = stages_lib.SPECS[stage]
   wired = stages_lib.build_stage(cfg, stage, global_batch_size=cfg.stage_batch_size(stage),
@@ -315,6 +316,8 @@ def run_stage(stage: str, models: dict[str, keras.Model], sampler: CropSampler, 
   values = [v.value for v in jax_steps.stage_variables(wired)]
   curve, step, batches = [], 0, 0
   window_start, window_steps, compile_seconds = None, 0, None
+  if eval_every and warm_started:
+    validate(0, values)  # Where a fine-tune starts; not in the timed steps.
   start = time.perf_counter()
   while step < target:
     critic_values = None
@@ -449,11 +452,15 @@ def main(argv):
          "devices": devices, "images": len(sampler.images), "skipped_images": len(sampler.skipped),
          "init_from": init, "stages": []}
   key = jax.random.key(cfg.train.seed)
+  trained = set(init)  # Networks holding trained weights (for the step-0 validation).
   try:
     for stage in stages:
       key, sub = jax.random.split(key)
+      spec = stages_lib.SPECS[stage]
       result = run_stage(stage, models, sampler, bank, cfg, seconds.get(stage), sub,
-                         _LOG_EVERY.value, validation, _OUT_DIR.value)
+                         _LOG_EVERY.value, validation, _OUT_DIR.value,
+                         warm_started=any(name in trained for name in spec.trained))
+      trained.update(spec.models)
       run["stages"].append(result)
       for name in stages_lib.SPECS[stage].models:
         weights_io.save_weights(models[name], _OUT_DIR.value, name,

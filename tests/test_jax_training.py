@@ -340,9 +340,10 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   run = json.loads((run_dir / "run.json").read_text())
   # Validated at step 2 (eval_every) and at the last step, on the validation track of each
-  # training track (blind_restore -> restore, blind -> joint_free).
+  # training track (blind_restore -> restore, blind -> joint_free); joint, which starts from
+  # dd's trained restorer, at step 0 too.
   assert [v["step"] for v in run["stages"][0]["validation"]] == [2, 3]
-  assert [v["step"] for v in run["stages"][1]["validation"]] == [2, 3]
+  assert [v["step"] for v in run["stages"][1]["validation"]] == [0, 2, 3]
   assert [s["stage"] for s in run["stages"]] == ["dd", "joint"]
   assert [(s["track"], s["batch_size"]) for s in run["stages"]] == [("blind_restore", 2),
                                                                     ("blind", 4)]
@@ -378,7 +379,8 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
   dd_sets = [("restore", "test"), ("inpaint", "test"), ("restore", "train"), ("inpaint", "train")]
   assert [(r["val_track"], r["val_split"]) for r in curves["dd"]["val"]] == dd_sets * 2
   joint_val = report.primary_rows(curves["joint"]["val"])
-  assert [r["val_track"] for r in joint_val] == ["joint_free", "joint_free"]
+  assert [(r["step"], r["val_track"]) for r in joint_val] == [
+      (0, "joint_free"), (2, "joint_free"), (3, "joint_free")]
   # ... and the last one scored the weights it ended with: TensorFlow's validation of the
   # imported networks on the same batch agrees.
   joint_stage = stages_lib.build_stage(cfg, "joint", global_batch_size=4, nets={

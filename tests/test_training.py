@@ -70,6 +70,11 @@ def test_all_chains_the_four_stages(chained):
   assert {"mse", "perceptual", "adversarial", "mse_intermediate"} <= set(results[3].last_losses)
   assert "psnr_restored" in results[3].validation
   assert os.path.exists(os.path.join(workdir, "config.json"))
+  # A warm-started stage (gan, joint) is validated at step 0 too, where it begins.
+  for r in results:
+    rows = [json.loads(line) for line in open(os.path.join(workdir, r.stage, "metrics.jsonl"))]
+    val_steps = sorted({row["step"] for row in rows if "val_track" in row})
+    assert val_steps == ([0, 2] if r.stage in ("gan", "joint") else [2]), r.stage
 
 
 def test_each_stage_changes_its_weights(chained):
@@ -148,6 +153,17 @@ def test_a_first_stage_fine_tunes_another_workdirs_run_of_it(chained, tmp_path, 
   for name, value in before.items():
     if "moving_" not in name:  # Batch norm's running statistics move with any step.
       np.testing.assert_allclose(after[name], value, atol=1e-8, err_msg=name)
+  # Its step-0 validation scored the weights it started from: the source's last validation.
+  def validations(workdir, step):
+    rows = [json.loads(line) for line in open(os.path.join(workdir, stage, "metrics.jsonl"))]
+    return {(r["val_track"], r["val_split"]): r for r in rows
+            if "val_track" in r and r["step"] == step}
+  start, source_end = validations(str(tmp_path), 0), validations(source, 2)
+  assert start and start.keys() == source_end.keys()
+  for vset, row in start.items():
+    for name in row:
+      if name.startswith("val_psnr"):
+        assert row[name] == pytest.approx(source_end[vset][name], abs=1e-4), (vset, name)
   # A workdir without that stage is named, with the way out.
   with pytest.raises(loop.MissingStageError, match=r"--init_from=scratch"):
     loop.train(cfg, stage, str(tmp_path / "other"), init_from=str(tmp_path / "empty"))

@@ -13,7 +13,8 @@
   then one generator (or restorer, or joint) update per step; writes
   TensorBoard scalars (`stage/term`) and a `metrics.jsonl` line every
   `log_every` steps, validation PSNR (on each of `validation.sets`) and
-  image summaries every `eval_every` steps, and a checkpoint every
+  image summaries every `eval_every` steps (and at step 0 of a stage that
+  starts from trained weights), and a checkpoint every
   `checkpoint_every` steps and at the end;
 * reads the losses back from the device only when something is due
   (logging, validation, a checkpoint: `schedule.is_due`), so the host
@@ -519,8 +520,9 @@ def train_stage(cfg: config_lib.Config,
       message = f"Resumed stage {stage} from {resumed_from} at step {int(step_var.numpy())}."
       logging.info("%s", message)
       print(message, file=sys.stderr)
+      warm_started = []
     else:
-      _warm_start(spec, nets, workdir, init_from, command_hint)
+      warm_started = _warm_start(spec, nets, workdir, init_from, command_hint)
 
     step = int(step_var.numpy())
     summary_writer = (tf.summary.create_file_writer(os.path.join(stage_dir(workdir, stage),
@@ -566,9 +568,43 @@ def train_stage(cfg: config_lib.Config,
                  "(validation: %s), XLA %s.", stage, step, target, global_batch,
                  strategy.num_replicas_in_sync, lr, track,
                  ", ".join(validation_lib.key(*s) for s in val_sets), "on" if jit else "off")
+
+    def validate(step: int) -> dict[str, float]:
+      """Scores every validation set at `step`, logs it; returns the primary set's scores."""
+      primary_scores = {}
+      for vset in val_sets:
+        scores, outputs = stages_lib.validation_scores(wired, val_batches[vset])
+        primary = vset == val_sets[0]
+        prefix = f"{stage}/val_" if primary else f"{stage}/val_{validation_lib.key(*vset)}/"
+        with summary_writer.as_default(step=step):
+          for name, value in scores.items():
+            tf.summary.scalar(prefix + name, value)
+          if primary:
+            val_batch = val_batches[vset]
+            tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
+            tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
+            for name, images in outputs.items():
+              tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0),
+                               max_outputs=4)
+        if chief:
+          with tf.io.gfile.GFile(metrics_path, "a") as f:
+            f.write(json.dumps({**validation_lib.row(step, *vset, scores),
+                                "time": time.time()}) + "\n")
+        logging.info("Stage %s step %d: validation %s", stage, step,
+                     validation_lib.summary(*vset, scores))
+        if primary:
+          primary_scores = scores
+      return primary_scores
+
     progress = _Progress(stage, step, target, t.log_every)
     values: dict[str, float] = {}
     validation: dict[str, float] = {}
+    if warm_started and step == 0 and t.eval_every > 0:
+      # The starting point of a warm-started stage (a fine-tune) as step 0 of its
+      # curves, so that they show whether the stage improves on where it began.
+      validation = validate(step)
+      if early_stop.state["best"] is None:
+        early_stop.update(step, validation[f"psnr_{spec.outputs[-1]}"])
     window_start, window_steps = time.perf_counter(), 0
     agree_to_stop = _stop_agreement(strategy)
     ended_early = False
@@ -611,28 +647,7 @@ def train_stage(cfg: config_lib.Config,
             with tf.io.gfile.GFile(metrics_path, "a") as f:
               f.write(json.dumps({"step": step, "time": time.time(), **values, **rates}) + "\n")
         if eval_due:
-          for vset in val_sets:
-            scores, outputs = stages_lib.validation_scores(wired, val_batches[vset])
-            primary = vset == val_sets[0]
-            prefix = f"{stage}/val_" if primary else f"{stage}/val_{validation_lib.key(*vset)}/"
-            with summary_writer.as_default(step=step):
-              for name, value in scores.items():
-                tf.summary.scalar(prefix + name, value)
-              if primary:
-                val_batch = val_batches[vset]
-                tf.summary.image(f"{stage}/corrupted", val_batch["corrupted"], max_outputs=4)
-                tf.summary.image(f"{stage}/clean", val_batch["clean"], max_outputs=4)
-                for name, images in outputs.items():
-                  tf.summary.image(f"{stage}/{name}", tf.clip_by_value(images, 0.0, 1.0),
-                                   max_outputs=4)
-            if chief:
-              with tf.io.gfile.GFile(metrics_path, "a") as f:
-                f.write(json.dumps({**validation_lib.row(step, *vset, scores),
-                                    "time": time.time()}) + "\n")
-            logging.info("Stage %s step %d: validation %s", stage, step,
-                         validation_lib.summary(*vset, scores))
-            if primary:
-              validation = scores
+          validation = validate(step)
           if early_stop.update(step, validation[f"psnr_{spec.outputs[-1]}"]):
             ended_early = checkpoint_due = True
             logging.info("Stage %s ends early at step %d: its validation PSNR has not gained "
