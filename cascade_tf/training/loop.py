@@ -569,14 +569,14 @@ def train_stage(cfg: config_lib.Config,
                  strategy.num_replicas_in_sync, lr, track,
                  ", ".join(validation_lib.key(*s) for s in val_sets), "on" if jit else "off")
 
-    def validate(step: int) -> dict[str, float]:
-      """Scores every validation set at `step`, logs it; returns the primary set's scores."""
+    def validate(at_step: int) -> dict[str, float]:
+      """Scores every validation set at `at_step`, logs it; returns the primary set's scores."""
       primary_scores = {}
       for vset in val_sets:
         scores, outputs = stages_lib.validation_scores(wired, val_batches[vset])
         primary = vset == val_sets[0]
         prefix = f"{stage}/val_" if primary else f"{stage}/val_{validation_lib.key(*vset)}/"
-        with summary_writer.as_default(step=step):
+        with summary_writer.as_default(step=at_step):
           for name, value in scores.items():
             tf.summary.scalar(prefix + name, value)
           if primary:
@@ -588,9 +588,9 @@ def train_stage(cfg: config_lib.Config,
                                max_outputs=4)
         if chief:
           with tf.io.gfile.GFile(metrics_path, "a") as f:
-            f.write(json.dumps({**validation_lib.row(step, *vset, scores),
+            f.write(json.dumps({**validation_lib.row(at_step, *vset, scores),
                                 "time": time.time()}) + "\n")
-        logging.info("Stage %s step %d: validation %s", stage, step,
+        logging.info("Stage %s step %d: validation %s", stage, at_step,
                      validation_lib.summary(*vset, scores))
         if primary:
           primary_scores = scores
