@@ -33,7 +33,7 @@ flags.DEFINE_integer("max_pixels", serving.DEFAULT_MAX_PIXELS,
                      "for serving_default. Larger inputs get INVALID_ARGUMENT. 0 = no limit: "
                      "UNSAFE behind a public server (one request can exhaust its memory).")
 flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " Baked into every "
-                     "signature: n times the compute per request.")
+                     "signature, so every request pays it.")
 FLAGS = flags.FLAGS
 
 

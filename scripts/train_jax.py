@@ -462,7 +462,7 @@ def main(argv):
                          warm_started=any(name in trained for name in spec.trained))
       trained.update(spec.models)
       run["stages"].append(result)
-      for name in stages_lib.SPECS[stage].models:
+      for name in spec.models:
         weights_io.save_weights(models[name], _OUT_DIR.value, name,
                                 store_dtype=store_dtype.get(name),
                                 max_bytes=int(_SHARD_MIB.value * 2**20))
