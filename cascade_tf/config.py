@@ -56,7 +56,7 @@ POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 PRECISIONS = (AUTO,) + POLICIES
 JIT_COMPILE = ("auto", "on", "off")
 RESTORER_ARCHS = ("plain", "unet")
-RECONSTRUCTION_LOSSES = ("mse", "l1")
+RECONSTRUCTION_LOSSES = ("mse", "l1", "psnr")
 OPTIMIZERS = ("rmsprop", "adam")
 LR_DECAYS = ("constant", "cosine")
 CRITIC_CONSTRAINTS = ("clip", "gp")
@@ -175,7 +175,8 @@ class LossConfig:
 
   lambda_mse: float = 1.0  # Weight of L_MSE, eq. (1). Paper: not given.
   # Pixel loss of the reconstruction stages `pretrain` and `dd`: mse (eq. (1), the
-  # paper's) | l1 (beyond the paper). Logged MSE is eq. (1) either way.
+  # paper's) | l1 | psnr (beyond the paper; psnr: minus each image's PSNR, the
+  # evaluation's metric, losses.neg_psnr_loss). Logged MSE is eq. (1) either way.
   reconstruction: str = "mse"
   lambda_per: float = 1e-5  # Weight of L_per, eqs. (2-3), VGG features on a 0-255 scale. Paper: not given.
   lambda_adv: float = 1e-3  # Weight of the adversarial term, eq. (6). Paper: not given.

@@ -8,6 +8,7 @@ VGG16's 0-255 inputs give them.
 
     mse_loss                     eq. (1)
     l1_loss                      beyond the paper: mean absolute error
+    neg_psnr_loss                beyond the paper: -PSNR per image, the metric itself
     perceptual_loss              eqs. (2-3)
     wasserstein_critic_loss      eq. (5)
     wasserstein_generator_loss   eq. (6)
@@ -79,6 +80,31 @@ def l1_loss(y_true, y_pred):
   if tuple(y_true.shape[1:]) != tuple(y_pred.shape[1:]):
     raise ValueError(f"l1_loss: y_true {y_true.shape} and y_pred {y_pred.shape} differ.")
   return _per_example_mean(ops.abs(y_true - y_pred))
+
+
+# The squared error ([0, 1] scale) added inside neg_psnr_loss's logarithm: 50 dB. It keeps
+# the gradient finite on an image that is already (nearly) exact; above it an image's
+# PSNR gains little weight.
+NEG_PSNR_FLOOR = 1e-5
+
+
+def neg_psnr_loss(y_true, y_pred):
+  """Minus each image's PSNR (beyond the paper: `loss.reconstruction=psnr`).
+
+  10 log10(MSE_01 + NEG_PSNR_FLOOR), with MSE_01 the image's mean squared
+  error on the [0, 1] scale (`mse_loss` / 4: these images span [-1, 1]). Its
+  batch mean is minus the mean PSNR that `evaluate.py` reports, so training
+  optimises the metric: where the squared error weighs every image by its
+  error, this weighs each image's gradient by 1 / (MSE_01 + floor), so an
+  image already close counts as much, in dB, as one far off. With a composite
+  (`generator.composite`), only the hole differs, and the whole image's PSNR
+  and the hole's differ by a constant per mask: both are the objective.
+
+  Args and shapes as `mse_loss`, on the [-1, 1] scale. Returns float32 [B], dB
+  (at most -10 log10(NEG_PSNR_FLOOR) = 50 below zero).
+  """
+  mse_01 = mse_loss(y_true, y_pred) / 4.0
+  return 10.0 * ops.log(mse_01 + NEG_PSNR_FLOOR) / math.log(10.0)
 
 
 def perceptual_loss(features_true: Sequence, features_pred: Sequence):

@@ -34,6 +34,29 @@ def test_l1_loss_per_example():
     losses.l1_loss(tf.zeros([1, 4, 4, 3]), tf.zeros([1, 4, 5, 3]))
 
 
+def test_neg_psnr_loss_is_minus_the_metric_and_weighs_images_by_their_error():
+  rng = np.random.default_rng(0)
+  clean = rng.uniform(0.2, 0.8, (2, 8, 8, 3)).astype("float32")  # Nothing clipped below.
+  # One image 0.01 off everywhere, one 0.1: 40 dB and 20 dB on the [0, 1] scale.
+  output = clean + np.array([0.01, 0.1], np.float32)[:, None, None, None]
+  to_model = lambda x: tf.constant(x * 2 - 1)
+  loss = losses.neg_psnr_loss(to_model(clean), to_model(output)).numpy()
+  np.testing.assert_allclose(loss, [10 * np.log10(1e-4 + losses.NEG_PSNR_FLOOR),
+                                    10 * np.log10(1e-2 + losses.NEG_PSNR_FLOOR)], rtol=1e-5)
+  metric = losses.psnr(tf.constant(clean), tf.constant(output)).numpy()
+  # The metric's PSNR, less the floor's share: 10 log10(1 + floor / MSE), 0.004 dB at 20 dB.
+  assert loss == pytest.approx(-metric + 10 * np.log10(1 + losses.NEG_PSNR_FLOOR / np.array(
+      [1e-4, 1e-2])), abs=1e-4)
+  # d loss / d MSE = 10 / ln(10) / (MSE + floor): the closer image pulls 91 times harder.
+  pred = tf.Variable(to_model(output))
+  with tf.GradientTape() as tape:
+    total = tf.reduce_sum(losses.neg_psnr_loss(to_model(clean), pred))
+  grad = tape.gradient(total, pred).numpy()
+  per_unit_error = np.abs(grad).mean(axis=(1, 2, 3)) / np.array([0.01, 0.1])
+  assert per_unit_error[0] / per_unit_error[1] == pytest.approx(
+      (1e-2 + losses.NEG_PSNR_FLOOR) / (1e-4 + losses.NEG_PSNR_FLOOR), rel=1e-3)
+
+
 def test_share_at_bound_and_gradient_penalty_by_hand():
   values = [tf.constant([0.01, -0.01, 0.005]), tf.constant([[0.0099999, 0.0]])]
   assert float(losses.share_at_bound(values, 0.01)) == pytest.approx(3 / 5)

@@ -72,6 +72,21 @@ def test_l1_reconstruction_optimises_l1_and_logs_mse(cfg):
   assert float(terms["mse"]) == pytest.approx(np.mean((restored - target) ** 2), rel=1e-5)
 
 
+def test_psnr_reconstruction_optimises_minus_the_mean_psnr_and_logs_mse(cfg):
+  psnr_cfg = config_lib.with_overrides(cfg, {"loss.reconstruction": "psnr"})
+  wired = stages.build_stage(psnr_cfg, "dd", global_batch_size=2)
+  batch = _batch(1)
+  total, terms = wired.main.objective(batch)
+  restored = wired.nets["restorer"](batch["corrupted"] * 2 - 1, training=True).numpy()
+  target = batch["clean"].numpy() * 2 - 1
+  mse_01 = np.mean((restored - target) ** 2, axis=(1, 2, 3)) / 4
+  assert float(total) == float(terms["neg_psnr"]) == pytest.approx(
+      np.mean(10 * np.log10(mse_01 + losses.NEG_PSNR_FLOOR)), rel=1e-5)
+  assert float(terms["mse"]) == pytest.approx(np.mean((restored - target) ** 2), rel=1e-5)
+  with pytest.raises(ValueError, match="loss.reconstruction='ssim'"):
+    config_lib.with_overrides(cfg, {"loss.reconstruction": "ssim"})
+
+
 @pytest.mark.parametrize("optimizer,decay", [("rmsprop", "constant"), ("adam", "cosine")])
 def test_new_optimizer_follows_the_config_and_the_critic_keeps_rmsprop(cfg, optimizer, decay):
   c = config_lib.with_overrides(cfg, {"train.optimizer": optimizer, "train.lr_decay": decay,

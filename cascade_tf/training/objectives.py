@@ -13,7 +13,7 @@ calls the networks as Keras layers, so that
 
 and the two trainers differ only in how gradients are taken and applied.
 
-    reconstruction_objective   eq. (1) (or L1) alone: stages `pretrain` (G), `dd` (R)
+    reconstruction_objective   eq. (1) (or L1, or -PSNR) alone: stages `pretrain` (G), `dd` (R)
     critic_objective           eq. (5): the critic against G's outputs
     generator_objective        eq. (7): stage `gan` (G) and, with a
                                restorer, stage `joint` (R(G(x)))
@@ -54,22 +54,30 @@ def _mean(per_example, global_batch_size):
 
 def reconstruction_objective(nets, batch, *, global_batch_size: int, composite: bool = False,
                              loss: str = "mse"):
-  """Eq. (1) (or, with loss="l1", the mean absolute error) on the final output.
+  """Eq. (1) (or the mean absolute error, or minus the PSNR) on the final output.
 
   The final output is the stage's generator's and/or restorer's. Returns
-  (mse, {"mse"}) for "mse"; (l1, {"l1", "mse"}) for "l1", where the MSE is
+  (mse, {"mse"}) for "mse"; (l1, {"l1", "mse"}) for "l1" and (neg_psnr,
+  {"neg_psnr", "mse"}) for "psnr" (`losses.neg_psnr_loss`), where the MSE is
   logged, not optimised.
   """
+  if loss not in _PIXEL_LOSSES:
+    raise ValueError(f"reconstruction_objective: loss={loss!r}: expected one of "
+                     f"{tuple(_PIXEL_LOSSES)}.")
   inputs, targets = model_inputs(batch)
   outputs = _forward(nets, batch, inputs, composite=composite)
   final = final_output(outputs)
   mse = _mean(losses.mse_loss(targets, final), global_batch_size)
   if loss == "mse":
     return mse, {"mse": mse}
-  if loss != "l1":
-    raise ValueError(f"reconstruction_objective: loss={loss!r}: expected 'mse' or 'l1'.")
-  l1 = _mean(losses.l1_loss(targets, final), global_batch_size)
-  return l1, {"l1": l1, "mse": ops.stop_gradient(mse)}
+  name, per_example = _PIXEL_LOSSES[loss]
+  value = _mean(per_example(targets, final), global_batch_size)
+  return value, {name: value, "mse": ops.stop_gradient(mse)}
+
+
+# `loss.reconstruction`: the logged name and per-example loss of each choice.
+_PIXEL_LOSSES = {"mse": ("mse", losses.mse_loss), "l1": ("l1", losses.l1_loss),
+                 "psnr": ("neg_psnr", losses.neg_psnr_loss)}
 
 
 def _input_gradients(critic, images):

@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from cascade_tf.training import stages as stages_lib
 from cascade_tf.training import validation as validation_lib
 
-_LOSS_TERMS = ("mse", "l1", "perceptual", "adversarial", "mse_intermediate", "critic_loss",
-               "wasserstein", "gradient_penalty")
+_LOSS_TERMS = ("mse", "l1", "neg_psnr", "perceptual", "adversarial", "mse_intermediate",
+               "critic_loss", "wasserstein", "gradient_penalty")
 _SMOOTH = 10  # Logged points in the running mean drawn over each loss curve.
 
 
