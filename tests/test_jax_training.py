@@ -267,10 +267,12 @@ def test_jax_updates_match_tensorflow_updates(tmp_path):
                  stages_lib.STAGES)
 
 
-def test_jax_wgan_gp_updates_match_tensorflow_updates(tmp_path):
-  """The gradient penalty's input gradient is the one backend-specific piece: both agree."""
+def test_jax_wgan_gp_and_psnr_loss_updates_match_tensorflow_updates(tmp_path):
+  """The gradient penalty's input gradient is the one backend-specific piece: both agree;
+  and so does `pretrain` on minus the PSNR (`loss.reconstruction=psnr`)."""
   _match_updates(tmp_path, config_lib.with_overrides(_tiny(), {
-      "train.batch_size": 4, "train.lr": 1e-3, "loss.critic_constraint": "gp"}), ["gan"])
+      "train.batch_size": 4, "train.lr": 1e-3, "loss.critic_constraint": "gp",
+      "loss.reconstruction": "psnr"}), ["pretrain", "gan"])
 
 
 def test_prepare_train_jax_import_end_to_end(tmp_path):

@@ -60,29 +60,24 @@ def test_reconstruction_objective_is_eq1_on_the_final_output(cfg):
   assert float(total) == float(terms["mse"]) == pytest.approx(expected, rel=1e-5)
 
 
-def test_l1_reconstruction_optimises_l1_and_logs_mse(cfg):
-  l1_cfg = config_lib.with_overrides(cfg, {"loss.reconstruction": "l1"})
-  wired = stages.build_stage(l1_cfg, "dd", global_batch_size=2)
+@pytest.mark.parametrize("loss, term, per_image", [
+    ("l1", "l1", lambda error: np.mean(np.abs(error), axis=(1, 2, 3))),
+    # Minus the PSNR on the [0, 1] scale (errors on [-1, 1] are twice as large).
+    ("psnr", "neg_psnr", lambda error: 10 * np.log10(
+        np.mean(error**2, axis=(1, 2, 3)) / 4 + losses.NEG_PSNR_FLOOR)),
+])
+def test_other_reconstruction_losses_are_optimised_and_mse_logged(cfg, loss, term, per_image):
+  other_cfg = config_lib.with_overrides(cfg, {"loss.reconstruction": loss})
+  wired = stages.build_stage(other_cfg, "dd", global_batch_size=2)
   batch = _batch(1)
   total, terms = wired.main.objective(batch)
   restored = wired.nets["restorer"](batch["corrupted"] * 2 - 1, training=True).numpy()
-  target = batch["clean"].numpy() * 2 - 1
-  assert float(total) == float(terms["l1"]) == pytest.approx(
-      np.mean(np.abs(restored - target)), rel=1e-5)
-  assert float(terms["mse"]) == pytest.approx(np.mean((restored - target) ** 2), rel=1e-5)
+  error = restored - (batch["clean"].numpy() * 2 - 1)
+  assert float(total) == float(terms[term]) == pytest.approx(np.mean(per_image(error)), rel=1e-5)
+  assert float(terms["mse"]) == pytest.approx(np.mean(error**2), rel=1e-5)
 
 
-def test_psnr_reconstruction_optimises_minus_the_mean_psnr_and_logs_mse(cfg):
-  psnr_cfg = config_lib.with_overrides(cfg, {"loss.reconstruction": "psnr"})
-  wired = stages.build_stage(psnr_cfg, "dd", global_batch_size=2)
-  batch = _batch(1)
-  total, terms = wired.main.objective(batch)
-  restored = wired.nets["restorer"](batch["corrupted"] * 2 - 1, training=True).numpy()
-  target = batch["clean"].numpy() * 2 - 1
-  mse_01 = np.mean((restored - target) ** 2, axis=(1, 2, 3)) / 4
-  assert float(total) == float(terms["neg_psnr"]) == pytest.approx(
-      np.mean(10 * np.log10(mse_01 + losses.NEG_PSNR_FLOOR)), rel=1e-5)
-  assert float(terms["mse"]) == pytest.approx(np.mean((restored - target) ** 2), rel=1e-5)
+def test_unknown_reconstruction_loss_is_refused(cfg):
   with pytest.raises(ValueError, match="loss.reconstruction='ssim'"):
     config_lib.with_overrides(cfg, {"loss.reconstruction": "ssim"})
 
