@@ -93,8 +93,8 @@ def neg_psnr_loss(y_true, y_pred):
 
   10 log10(MSE_01 + NEG_PSNR_FLOOR), with MSE_01 the image's mean squared
   error on the [0, 1] scale (`mse_loss` / 4: these images span [-1, 1]). Its
-  batch mean is minus the mean PSNR that `evaluate.py` reports, so training
-  optimises the metric: where the squared error weighs every image by its
+  batch mean is, up to the floor, minus the mean PSNR that `evaluate.py`
+  reports, so training optimises the metric: where the squared error weighs every image by its
   error, this weighs each image's gradient by 1 / (MSE_01 + floor), so an
   image already close counts as much, in dB, as one far off. With a composite
   (`generator.composite`), only the hole differs, and the whole image's PSNR
