@@ -52,6 +52,10 @@ def _mean(per_example, global_batch_size):
   return losses.reduce_per_example(per_example, global_batch_size)
 
 
+# `loss.reconstruction` other than eq. (1): the logged name and per-example loss of each.
+_OTHER_PIXEL_LOSSES = {"l1": ("l1", losses.l1_loss), "psnr": ("neg_psnr", losses.neg_psnr_loss)}
+
+
 def reconstruction_objective(nets, batch, *, global_batch_size: int, composite: bool = False,
                              loss: str = "mse"):
   """Eq. (1) (or the mean absolute error, or minus the PSNR) on the final output.
@@ -61,23 +65,18 @@ def reconstruction_objective(nets, batch, *, global_batch_size: int, composite: 
   {"neg_psnr", "mse"}) for "psnr" (`losses.neg_psnr_loss`), where the MSE is
   logged, not optimised.
   """
-  if loss not in _PIXEL_LOSSES:
+  if loss != "mse" and loss not in _OTHER_PIXEL_LOSSES:
     raise ValueError(f"reconstruction_objective: loss={loss!r}: expected one of "
-                     f"{tuple(_PIXEL_LOSSES)}.")
+                     f"{('mse',) + tuple(_OTHER_PIXEL_LOSSES)}.")
   inputs, targets = model_inputs(batch)
   outputs = _forward(nets, batch, inputs, composite=composite)
   final = final_output(outputs)
   mse = _mean(losses.mse_loss(targets, final), global_batch_size)
   if loss == "mse":
     return mse, {"mse": mse}
-  name, per_example = _PIXEL_LOSSES[loss]
+  name, per_example = _OTHER_PIXEL_LOSSES[loss]
   value = _mean(per_example(targets, final), global_batch_size)
   return value, {name: value, "mse": ops.stop_gradient(mse)}
-
-
-# `loss.reconstruction`: the logged name and per-example loss of each choice.
-_PIXEL_LOSSES = {"mse": ("mse", losses.mse_loss), "l1": ("l1", losses.l1_loss),
-                 "psnr": ("neg_psnr", losses.neg_psnr_loss)}
 
 
 def _input_gradients(critic, images):
