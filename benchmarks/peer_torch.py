@@ -3,9 +3,11 @@
 `benchmarks/vs_pytorch.py` times these against the project's own rows
 (`benchmarks/bench.py`) in one run. They are what a user who picked
 PyTorch instead would write: NCHW tensors, `torch.nn` modules with
-PyTorch's default initialisation, eager execution, and then, one at a
-time, PyTorch's usual speed options (`OPTIONS`): bfloat16 autocast,
-channels-last memory format, `torch.compile`.
+PyTorch's default initialisation, eager execution, and then PyTorch's usual speed options (`OPTIONS`):
+bfloat16 autocast, channels-last memory format, `torch.compile`, each
+alone, and bfloat16 autocast with channels-last together (the recipe for
+CPUs whose bfloat16 convolutions want channels-last tensors, such as
+those with AMX).
 
 Built from the project's `Config`, so the widths always follow the chosen
 preset:
@@ -101,12 +103,15 @@ class PeerOptions:
     return "bfloat16" if self.bfloat16 else "float32"
 
 
-# The options vs_pytorch.py measures: PyTorch's default, then each speed option alone.
+# The options vs_pytorch.py measures: PyTorch's default, each speed option alone, and
+# bfloat16 autocast on channels-last tensors (oneDNN's bfloat16 convolutions, AMX ones
+# included, run on channels-last data; in NCHW each convolution reorders its tensors).
 OPTIONS = {
     "f32": PeerOptions(),
     "bf16": PeerOptions(bfloat16=True),
     "channels_last": PeerOptions(channels_last=True),
     "compile": PeerOptions(compile=True),
+    "bf16_channels_last": PeerOptions(bfloat16=True, channels_last=True),
 }
 
 

@@ -18,7 +18,8 @@ The project runs at each of --precisions (bench.py's --precision: `auto`,
 the default, is what train.py and evaluate.py choose on this machine for
 each row; or Keras policies) with its own XLA default (--jit_compile); the peer runs each of
 --peer_options: `f32` (PyTorch's float32 eager default), `bf16` (bfloat16
-autocast), `channels_last`, `compile` (torch.compile), each alone. Both
+autocast), `channels_last`, `compile` (torch.compile), each alone, and
+`bf16_channels_last` (bfloat16 autocast on channels-last tensors). Both
 take the same preset, image size and batch, a fixed random batch in
 [0, 1], and random VGG16 weights; the peer's networks are built from the
 same Config and their FLOPs are checked against `cascade_tf.flops` (within
@@ -301,7 +302,7 @@ def define_flags() -> None:
   flags.DEFINE_list("precisions", [bench.AUTO], "The project's precisions (bench.py's "
                     f"--precision), some of {[bench.AUTO, *bench.PRECISIONS]}.")
   flags.DEFINE_list("peer_options", list(peer_torch.OPTIONS), "The PyTorch peer's options, "
-                    f"each measured alone: some of {list(peer_torch.OPTIONS)}.")
+                    f"some of {list(peer_torch.OPTIONS)}.")
   flags.DEFINE_enum("jit_compile", None, ["auto", "on", "off"], "The project's XLA setting, as "
                     "bench.py's (default: the preset's train.jit_compile).")
   flags.DEFINE_integer("rounds", 2, "Rounds; each measures every variant once (>= 2 for a "

@@ -54,6 +54,25 @@ def test_joint_update_trains_generator_and_restorer_only():
   assert moved == {"generator": True, "restorer": True, "critic": False}
 
 
+def test_bf16_channels_last_runs_both_rows_in_bfloat16_on_channels_last_data():
+  cfg = config.tiny()
+  options = peer_torch.OPTIONS["bf16_channels_last"]
+  assert (options.precision, options.channels_last, options.compile) == ("bfloat16", True, False)
+  nets = peer_torch.build_networks(cfg, options)
+  conv = next(m for m in nets["restorer"].modules() if isinstance(m, torch.nn.Conv2d))
+  assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+  step = peer_torch.make_joint_step(cfg, options, nets=nets)
+  batch = peer_torch.random_batch(2, cfg.data.image_size, options=options)
+  out = step(batch)
+  assert all(math.isfinite(float(v)) for v in out.values()) and float(out["grad_norm"]) > 0
+  infer = peer_torch.make_inference(cfg, options, nets=nets)
+  outputs = infer(batch["corrupted"])
+  for name in ("inpainted", "restored"):
+    image = outputs[name]
+    assert image.dtype == torch.float32 and image.shape == batch["corrupted"].shape, name
+    assert bool(torch.isfinite(image).all()) and 0.0 <= float(image.min()) <= float(image.max()) <= 1.0
+
+
 def test_unmirrored_options_raise():
   with pytest.raises(ValueError, match="generator.mask_channel"):
     peer_torch.build_networks(config.photo())
