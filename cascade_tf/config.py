@@ -86,6 +86,9 @@ class DataConfig:
   # Symmetry put on each training crop (data/augment.py): flip (random left-right
   # flip) | dihedral (any of the square's 8 flips and quarter turns). Beyond the paper.
   train_augment: str = "flip"
+  # Probability that a training crop gets its RGB channels in one of the five other
+  # orders (data/augment.py: colour variety for few photos). Beyond the paper; 0: never.
+  train_channel_permute: float = 0.0
   folder_test_fraction: float = 0.0  # Share of a folder held out as `test` (0: none).
   split_seed: int = 0  # Seed of the folder train/test split.
   extra_train_dirs: tuple[str, ...] = ()  # More image folders appended to `train`.
@@ -536,6 +539,9 @@ def validate(config: Config) -> Config:
     raise ValueError(f"train.val_train_images={t.val_train_images}: must be >= 0.")
   if d.train_augment not in TRAIN_AUGMENTS:
     raise ValueError(f"data.train_augment={d.train_augment!r}: expected one of {TRAIN_AUGMENTS}.")
+  if not 0.0 <= d.train_channel_permute <= 1.0:
+    raise ValueError(f"data.train_channel_permute={d.train_channel_permute}: must be a "
+                     "probability in [0, 1].")
   if not 0.0 <= d.folder_test_fraction < 1.0:
     raise ValueError(f"data.folder_test_fraction={d.folder_test_fraction}: must be in [0, 1).")
   for name, value in (("generator.base_filters", g.base_filters), ("critic.base_filters", c.base_filters),

@@ -21,7 +21,8 @@ What is the same as train.py: the stages (`pretrain`, `gan`, `dd`,
 with weight clipping, `n_critic` fresh batches per critic phase, the
 critic's fakes drawn from the generator in training mode, batch-norm
 statistics, and random square crops of 0.6-1x the short side, resized to S
-and flipped (or put through any symmetry of the square: `data.train_augment`,
+and flipped (or put through any symmetry of the square: `data.train_augment`;
+and their RGB channels reordered: `data.train_channel_permute`;
 `cascade_tf/data/augment.py`). What differs:
 
 * data comes from a bundle made by `scripts/prepare_jax_run.py` (images
@@ -130,7 +131,8 @@ class CropSampler:
   """Batches of random square crops [B, S, S, 3] float32 in [0, 1], in a thread."""
 
   def __init__(self, image_dir: str, size: int, min_fraction: float, batch_size: int,
-               seed: int, threads: int, depth: int = 6, augment: str = "flip"):
+               seed: int, threads: int, depth: int = 6, augment: str = "flip",
+               channel_permute: float = 0.0):
     self.images, self.skipped = [], []
     for name in sorted(os.listdir(image_dir)):
       path = os.path.join(image_dir, name)
@@ -151,6 +153,7 @@ class CropSampler:
       raise ValueError(f"--bundle: no readable image in {image_dir}.")
     self.size, self.min_fraction, self.batch_size = size, min_fraction, batch_size
     self.num_transforms = augment_lib.num_transforms(augment)  # data.train_augment
+    self.channel_permute = channel_permute  # data.train_channel_permute
     self.rng = np.random.default_rng(seed)
     self.pool = concurrent.futures.ThreadPoolExecutor(threads)
     self.queue: queue.Queue = queue.Queue(depth)
@@ -159,7 +162,7 @@ class CropSampler:
     self.thread.start()
 
   def _crop(self, args):
-    index, u_side, u_top, u_left, transform = args
+    index, u_side, u_top, u_left, transform, order = args
     image = self.images[index]
     short = min(image.size)
     low = min(short, max(self.size, math.ceil(self.min_fraction * short)))
@@ -169,14 +172,18 @@ class CropSampler:
     crop = image.resize((self.size, self.size), Image.Resampling.BILINEAR,
                         box=(left, top, left + side, top + side), reducing_gap=None)
     array = np.asarray(crop, np.float32) / 255.0
-    return augment_lib.dihedral_np(array, transform)
+    return augment_lib.channel_order_np(augment_lib.dihedral_np(array, transform), order)
 
   def _fill(self):
     while not self.stopped.is_set():
       b = self.batch_size
-      draws = zip(self.rng.integers(0, len(self.images), b), self.rng.random(b),
-                  self.rng.random(b), self.rng.random(b),
-                  self.rng.integers(0, self.num_transforms, b))
+      draws = [self.rng.integers(0, len(self.images), b), self.rng.random(b),
+               self.rng.random(b), self.rng.random(b),
+               self.rng.integers(0, self.num_transforms, b)]
+      # Drawn only when on, so that a run without it samples exactly as before.
+      orders = (augment_lib.draw_channel_order_np(self.rng, self.channel_permute, b)
+                if self.channel_permute > 0 else np.zeros(b, np.int64))
+      draws = zip(*draws, orders)
       batch = np.stack(list(self.pool.map(self._crop, draws)))
       while not self.stopped.is_set():
         try:
@@ -443,7 +450,8 @@ def main(argv):
             f"{', '.join(grown)}", flush=True)
   sampler = CropSampler(os.path.join(_BUNDLE.value, "images"), cfg.data.image_size,
                         cfg.data.train_crop_min_fraction, cfg.train.batch_size, cfg.train.seed,
-                        _LOADER_THREADS.value, augment=cfg.data.train_augment)
+                        _LOADER_THREADS.value, augment=cfg.data.train_augment,
+                        channel_permute=cfg.data.train_channel_permute)
   devices = [str(d) for d in jax.devices()]
   print(f"JAX {jax.__version__}, Keras {keras.__version__}, devices {devices}; "
         f"{len(sampler.images)} images ({len(sampler.skipped)} skipped)", flush=True)

@@ -428,3 +428,28 @@ def test_jax_crop_sampler_draws_the_configs_symmetries(tmp_path):
       seen.add(int(np.argmin(errors)))
       assert min(errors) < 1e-6
     assert seen == set(range(reachable)), mode
+
+
+def test_jax_crop_sampler_reorders_channels_with_data_train_channel_permute(tmp_path):
+  """With data.train_channel_permute = 1 every crop is a symmetry in another RGB order."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = np.random.default_rng(5).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+  Image.fromarray(image).save(tmp_path / "a.png")
+  code = (
+      "import sys, numpy as np; sys.path.insert(0, 'scripts'); import train_jax\n"
+      f"s = train_jax.CropSampler({str(tmp_path)!r}, 24, 1.0, 64, 0, 1, augment='dihedral', "
+      "channel_permute=1.0)\n"
+      f"np.save({str(tmp_path)!r} + '/p.npy', s.next()); s.close()\n")
+  proc = _run(["-c", code])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  from cascade_tf.data import augment  # pylint: disable=g-import-not-at-top
+  window = image.astype(np.float32) / 255
+  candidates = {(k, j): augment.channel_order_np(augment.dihedral_np(window, k), j)
+                for k in range(8) for j in range(6)}
+  orders = set()
+  for crop in np.load(tmp_path / "p.npy"):
+    errors = {key: np.abs(c - crop).max() for key, c in candidates.items()}
+    best = min(errors, key=errors.get)
+    assert errors[best] < 1e-6
+    orders.add(best[1])
+  assert orders == set(range(1, 6))

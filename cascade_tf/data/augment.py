@@ -9,8 +9,16 @@ The two trainers share this definition: `dihedral_tf` for train.py's
 tf.data pipeline, `dihedral_np` for scripts/train_jax.py's host sampler,
 and `dihedral_ops` (batched, either direction) for the inference
 self-ensemble (`models/cascade.py`); tests/test_augment.py checks that
-they agree on every k. TensorFlow is imported only by `dihedral_tf`: the
-JAX trainer runs where it is not installed.
+they agree on every k.
+
+`DataConfig.train_channel_permute` = p puts a crop's RGB channels, with
+probability p, in one of the five other orders (`CHANNEL_ORDERS`, drawn
+uniformly; order 0 keeps them): a photo's structure in other colours,
+since the 400 training photos are few (docs/training.md, "Twelfth
+sitting"). `channel_order_tf` / `channel_order_np` apply order j, and
+`draw_channel_order_tf` / `draw_channel_order_np` draw it, for the two
+trainers. TensorFlow is imported only by the `_tf` functions: the JAX
+trainer runs where it is not installed.
 """
 
 from __future__ import annotations
@@ -29,6 +37,37 @@ def num_transforms(augment: str) -> int:
   if augment not in NUM_TRANSFORMS:
     raise ValueError(f"data.train_augment={augment!r}: expected one of {TRAIN_AUGMENTS}.")
   return NUM_TRANSFORMS[augment]
+
+
+# The orders of the RGB channels: index j puts input channels CHANNEL_ORDERS[j] as R, G, B.
+CHANNEL_ORDERS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+
+
+def channel_order_tf(image, order):
+  """The channels [..., 3] of `image` in CHANNEL_ORDERS[order] (an int32 scalar tensor)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.gather(image, tf.gather(tf.constant(CHANNEL_ORDERS, tf.int32), order), axis=-1)
+
+
+def channel_order_np(array: np.ndarray, order: int) -> np.ndarray:
+  """The channels [..., 3] of `array` in CHANNEL_ORDERS[order], as `channel_order_tf`."""
+  return array[..., list(CHANNEL_ORDERS[order])]
+
+
+def draw_channel_order_tf(seed, probability: float):
+  """An order for one crop from a stateless seed [2]: with `probability` one of 1..5, else 0."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2)
+  other = tf.random.stateless_uniform([], seeds[1], minval=1, maxval=len(CHANNEL_ORDERS),
+                                      dtype=tf.int32)
+  permute = tf.random.stateless_uniform([], seeds[0]) < probability
+  return tf.where(permute, other, 0)
+
+
+def draw_channel_order_np(rng: np.random.Generator, probability: float, count: int) -> np.ndarray:
+  """`count` orders, as `draw_channel_order_tf` draws them, from a NumPy generator."""
+  permute = rng.random(count) < probability
+  return np.where(permute, rng.integers(1, len(CHANNEL_ORDERS), count), 0)
 
 
 def dihedral_tf(image, k):

@@ -3,7 +3,8 @@
 `make_dataset` is the one entry point. For training:
 
     decode (source) -> cache -> shuffle -> repeat -> random square crop,
-    resized to S -> random flip (or any symmetry: `train_augment`) -> batch -> corrupt -> prefetch
+    resized to S -> random flip (or any symmetry: `train_augment`) -> RGB order
+    (`train_channel_permute`, when > 0) -> batch -> corrupt -> prefetch
 
 and for evaluation (PROTOCOL.md):
 
@@ -211,6 +212,15 @@ def make_dataset(cfg: DataConfig,
                                              cfg.train_augment),
                       "seed": s[1]},
         num_parallel_calls=AUTOTUNE)
+    if cfg.train_channel_permute > 0:
+      # Its own seed, folded from the crop's, so that the crops and corruptions of a
+      # run without it are drawn exactly as before.
+      dataset = dataset.map(
+          lambda e: {**e, "clean": augment_lib.channel_order_tf(
+              e["clean"], augment_lib.draw_channel_order_tf(
+                  tf.random.experimental.stateless_fold_in(e["seed"], 1),
+                  cfg.train_channel_permute))},
+          num_parallel_calls=AUTOTUNE)
   else:
     dataset = dataset.enumerate()
     if max_images is not None:
