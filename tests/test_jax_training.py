@@ -406,50 +406,40 @@ def test_prepare_train_jax_import_end_to_end(tmp_path):
     imported.import_run(str(tmp_path), str(tmp_path / "other"))
 
 
-def test_jax_crop_sampler_draws_the_configs_symmetries(tmp_path):
-  """scripts/train_jax.py's host sampler puts crops through data.train_augment's transforms."""
+def _sampler_batches(tmp_path, image, settings):
+  """One batch of scripts/train_jax.py's CropSampler (64 full-image crops of `image`) for each
+  keyword-argument string of `settings`, sampled in a subprocess (JAX's trainer module)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  Image.fromarray(image).save(tmp_path / "a.png")
+  code = "import sys, numpy as np; sys.path.insert(0, 'scripts'); import train_jax\n"
+  for i, kwargs in enumerate(settings):
+    code += (f"s = train_jax.CropSampler({str(tmp_path)!r}, 24, 1.0, 64, 0, 1, {kwargs})\n"
+             f"np.save({str(tmp_path)!r} + '/{i}.npy', s.next()); s.close()\n")
+  proc = _run(["-c", code])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return [np.load(tmp_path / f"{i}.npy") for i in range(len(settings))]
+
+
+def _closest(crop, candidates: dict):
+  """The key of the candidate equal to `crop` (to float rounding)."""
+  errors = {key: np.abs(c - crop).max() for key, c in candidates.items()}
+  best = min(errors, key=errors.get)
+  assert errors[best] < 1e-6
+  return best
+
+
+def test_jax_crop_sampler_draws_the_configs_symmetries_and_channel_orders(tmp_path):
+  """scripts/train_jax.py's host sampler puts crops through data.train_augment's transforms,
+  and with data.train_channel_permute = 1 every crop into another RGB order."""
+  from cascade_tf.data import augment  # pylint: disable=g-import-not-at-top
   image = np.random.default_rng(3).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-  Image.fromarray(image).save(tmp_path / "a.png")
-  code = (
-      "import sys, numpy as np; sys.path.insert(0, 'scripts'); import train_jax\n"
-      f"for mode in ('flip', 'dihedral'):\n"
-      f"  s = train_jax.CropSampler({str(tmp_path)!r}, 24, 1.0, 64, 0, 1, augment=mode)\n"
-      f"  np.save({str(tmp_path)!r} + '/' + mode + '.npy', s.next()); s.close()\n")
-  proc = _run(["-c", code])
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  window = image.astype(np.float32) / 255
-  from cascade_tf.data import augment  # pylint: disable=g-import-not-at-top
-  candidates = [augment.dihedral_np(window, k) for k in range(8)]
-  for mode, reachable in (("flip", 2), ("dihedral", 8)):
-    seen = set()
-    for crop in np.load(tmp_path / f"{mode}.npy"):
-      errors = [np.abs(c - crop).max() for c in candidates]
-      seen.add(int(np.argmin(errors)))
-      assert min(errors) < 1e-6
-    assert seen == set(range(reachable)), mode
-
-
-def test_jax_crop_sampler_reorders_channels_with_data_train_channel_permute(tmp_path):
-  """With data.train_channel_permute = 1 every crop is a symmetry in another RGB order."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  image = np.random.default_rng(5).integers(0, 256, (24, 24, 3), dtype=np.uint8)
-  Image.fromarray(image).save(tmp_path / "a.png")
-  code = (
-      "import sys, numpy as np; sys.path.insert(0, 'scripts'); import train_jax\n"
-      f"s = train_jax.CropSampler({str(tmp_path)!r}, 24, 1.0, 64, 0, 1, augment='dihedral', "
-      "channel_permute=1.0)\n"
-      f"np.save({str(tmp_path)!r} + '/p.npy', s.next()); s.close()\n")
-  proc = _run(["-c", code])
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  from cascade_tf.data import augment  # pylint: disable=g-import-not-at-top
   window = image.astype(np.float32) / 255
   candidates = {(k, j): augment.channel_order_np(augment.dihedral_np(window, k), j)
                 for k in range(8) for j in range(6)}
-  orders = set()
-  for crop in np.load(tmp_path / "p.npy"):
-    errors = {key: np.abs(c - crop).max() for key, c in candidates.items()}
-    best = min(errors, key=errors.get)
-    assert errors[best] < 1e-6
-    orders.add(best[1])
-  assert orders == set(range(1, 6))
+  flip, dihedral, permuted = _sampler_batches(
+      tmp_path, image, ["augment='flip'", "augment='dihedral'",
+                        "augment='dihedral', channel_permute=1.0"])
+  for batch, transforms, orders in ((flip, {0, 1}, {0}), (dihedral, set(range(8)), {0}),
+                                    (permuted, set(range(8)), set(range(1, 6)))):
+    seen = {_closest(crop, candidates) for crop in batch}
+    assert {k for k, _ in seen} == transforms and {j for _, j in seen} == orders
