@@ -207,20 +207,19 @@ def make_dataset(cfg: DataConfig,
         lambda k: tf.random.experimental.stateless_split(
             tf.stack([tf.constant(seed, tf.int64), k]), 2))
     dataset = tf.data.Dataset.zip((dataset, per_image))
-    dataset = dataset.map(
-        lambda e, s: {"clean": random_square(e["image"], size, s[0], cfg.train_crop_min_fraction,
-                                             cfg.train_augment),
-                      "seed": s[1]},
-        num_parallel_calls=AUTOTUNE)
-    if cfg.train_channel_permute > 0:
-      # Its own seed, folded from the crop's, so that the crops and corruptions of a
-      # run without it are drawn exactly as before.
-      dataset = dataset.map(
-          lambda e: {**e, "clean": augment_lib.channel_order_tf(
-              e["clean"], augment_lib.draw_channel_order_tf(
-                  tf.random.experimental.stateless_fold_in(e["seed"], 1),
-                  cfg.train_channel_permute))},
-          num_parallel_calls=AUTOTUNE)
+
+    def crop(element, seeds):
+      clean = random_square(element["image"], size, seeds[0], cfg.train_crop_min_fraction,
+                            cfg.train_augment)
+      if cfg.train_channel_permute > 0:
+        # Its own seed, folded from the corruption's, so that the crops and corruptions
+        # of a run without it are drawn exactly as before.
+        order = augment_lib.draw_channel_order_tf(
+            tf.random.experimental.stateless_fold_in(seeds[1], 1), cfg.train_channel_permute)
+        clean = augment_lib.channel_order_tf(clean, order)
+      return {"clean": clean, "seed": seeds[1]}
+
+    dataset = dataset.map(crop, num_parallel_calls=AUTOTUNE)
   else:
     dataset = dataset.enumerate()
     if max_images is not None:
