@@ -596,6 +596,29 @@ def resolve_jit(setting: bool | str, name: str) -> bool:
   return runtime.resolve_jit_compile(setting, tf.distribute.get_strategy())
 
 
+@contextlib.contextmanager
+def row_function(name: str, cfg: config_lib.Config, batch_size: int, precision: str = AUTO,
+                 jit_compile: bool | str = "auto"):
+  """Yields (fn, images per call) of training or inference row `name`, as measure_row builds it.
+
+  For tools that time or profile a row their own way (benchmarks/layers.py):
+  `precision` and `jit_compile` resolve as in measure_row, and the row's
+  Keras policy stays installed while the caller runs it.
+  """
+  if name not in TRAIN_ROWS and name not in INFER_ROWS:
+    raise ValueError(f"Row {name!r}: expected a training or inference row, "
+                     f"one of {list(TRAIN_ROWS) + list(INFER_ROWS)}.")
+  precision = resolve_precision(precision, name)
+  jit = resolve_jit(jit_compile, name)
+  runtime.set_seed(cfg.train.seed)
+  with _dtype_policy(precision) as policy:
+    if name in TRAIN_ROWS:
+      fn, items, _ = _train_row(name, cfg, batch_size, policy, jit, fuse_critic=False)
+    else:
+      fn, items, _ = _infer_row(cfg, batch_size, jit)
+    yield fn, items
+
+
 def write_json(path: str, rows) -> None:
   """Writes the rows to `path` as JSON (its folder made if missing)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -18,14 +18,33 @@ without native bfloat16; `--precisions` runs the rows under each Keras
 policy (`bfloat16` is mixed_bfloat16: bfloat16 compute, float32 kernels,
 as `--mixed_precision` trains). It shows which kinds of layer keep the
 training steps below the machine's peak (docs/benchmarks.md).
+
+Two more views of a whole training or inference row of bench.py (the
+project's step exactly as bench.py times it, `--preset`, `--precision`
+and `--jit_compile` resolved as there):
+
+    python benchmarks/layers.py --op_profile=joint --precision=bfloat16 --jit_compile=off
+    python benchmarks/layers.py --batch_norm_ab=joint,dd,pretrain --precision=bfloat16
+
+`--op_profile=ROW` traces `--steps` calls with TensorFlow's profiler and
+sums the time of every executed operation by type, over the executor's
+threads (so the shares say where the operations' time goes, not the wall
+time; XLA-compiled steps show as one cluster): convolutions against the
+rest. `--batch_norm_ab=ROWS` times each row with batch norm trained by
+Keras' own operations and by the fused kernel (`models.layers.FusedBatchNorm`),
+alternated over `--rounds` rounds in one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import glob
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +54,9 @@ if _ROOT not in sys.path:
 # pylint: disable=wrong-import-position
 import cascade_tf  # noqa: F401  Before TensorFlow: the package's oneDNN default.
 from benchmarks import bench
+from cascade_tf import config as config_lib
 from cascade_tf import runtime
+from cascade_tf.models import layers as layers_lib
 import keras
 import tensorflow as tf
 # pylint: enable=wrong-import-position
@@ -108,6 +129,85 @@ def measure(batch_size: int, repeats: int, jit_compile: bool,
   return rows
 
 
+def op_seconds(fn, steps: int) -> dict[str, float]:
+  """Seconds per call of every operation type `fn` executes, summed over the executor's threads.
+
+  `fn` is called `steps` times under TensorFlow's profiler (after a warm-up
+  call); the trace's host events named "op_name:OpType" are summed by type.
+  """
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=g-import-not-at-top
+  bench._block(fn())  # pylint: disable=protected-access
+  with tempfile.TemporaryDirectory(prefix="cascade_ops_") as logdir:
+    tf.profiler.experimental.start(logdir)
+    try:
+      for _ in range(steps):
+        bench._block(fn())  # pylint: disable=protected-access
+    finally:
+      tf.profiler.experimental.stop()
+    paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
+    if not paths:
+      raise RuntimeError(f"The profiler wrote no trace under {logdir}.")
+    space = xplane_pb2.XSpace()
+    with open(paths[0], "rb") as f:
+      space.ParseFromString(f.read())
+  totals = collections.Counter()
+  for plane in space.planes:
+    for line in plane.lines:
+      for event in line.events:
+        name = plane.event_metadata[event.metadata_id].name
+        if "::" in name or ":" not in name:
+          continue  # The executor's own events, not operations.
+        op_type = name.rsplit(":", 1)[1].strip()
+        if op_type.startswith("__") or op_type.endswith("PartitionedCall"):
+          continue  # A function call, whose operations are counted themselves.
+        totals[op_type] += event.duration_ps * 1e-12 / steps
+  return dict(totals)
+
+
+def is_convolution(op_type: str) -> bool:
+  return "Conv2D" in op_type or "Conv3D" in op_type
+
+
+def format_op_profile(seconds: dict[str, float], top: int = 15) -> str:
+  """The table of op_seconds: the `top` types, then convolutions and the rest in all."""
+  total = sum(seconds.values()) or 1.0
+  lines = ["| operation type | ms per step | share |", "|---|---:|---:|"]
+  for op_type, value in sorted(seconds.items(), key=lambda kv: -kv[1])[:top]:
+    lines.append(f"| {op_type} | {value * 1e3:.1f} | {100 * value / total:.1f}% |")
+  conv = sum(v for k, v in seconds.items() if is_convolution(k))
+  lines.append(f"| **all convolutions** | {conv * 1e3:.1f} | {100 * conv / total:.1f}% |")
+  lines.append(f"| **all other operations** | {(total - conv) * 1e3:.1f} | "
+               f"{100 * (total - conv) / total:.1f}% |")
+  return "\n".join(lines)
+
+
+def batch_norm_ab(cfg, rows: list[str], batch_size: int, precision: str, jit_compile: str,
+                  rounds: int, steps: int) -> list[tuple[str, float, float, list, list]]:
+  """[(row, Keras img/s, fused img/s, Keras round medians, fused round medians)]."""
+  results = []
+  for row in rows:
+    fns = {}
+    with contextlib.ExitStack() as stack:
+      for fused in (False, True):
+        layers_lib.FusedBatchNorm.enabled = fused  # Read when the step is traced, below.
+        try:
+          fn, items = stack.enter_context(
+              bench.row_function(row, cfg, batch_size, precision, jit_compile))
+          for _ in range(2):
+            bench._block(fn())  # pylint: disable=protected-access
+        finally:
+          layers_lib.FusedBatchNorm.enabled = True
+        fns[fused] = fn
+      medians = {False: [], True: []}
+      for _ in range(rounds):
+        for fused in (False, True):
+          times = bench.time_calls(fns[fused], steps, 0)
+          medians[fused].append(items / statistics.median(times))
+    results.append((row, statistics.median(medians[False]), statistics.median(medians[True]),
+                    medians[False], medians[True]))
+  return results
+
+
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch_size", type=int, default=8)
@@ -115,7 +215,20 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--xla", choices=["both", "on", "off"], default="both")
   parser.add_argument("--precisions", default="float32",
                       help=f"Comma-separated, some of {sorted(POLICIES)}.")
+  parser.add_argument("--op_profile", default="",
+                      help="A training or inference row of bench.py to profile by operation type.")
+  parser.add_argument("--batch_norm_ab", default="",
+                      help="Comma-separated rows of bench.py: Keras' batch norm against the fused one.")
+  parser.add_argument("--keras_batch_norm", action="store_true",
+                      help="--op_profile with batch norm trained by Keras' own operations.")
+  parser.add_argument("--preset", default="paper", help="For --op_profile and --batch_norm_ab.")
+  parser.add_argument("--precision", default="auto", help="As bench.py's --precision.")
+  parser.add_argument("--jit_compile", default="auto", choices=["auto", "on", "off"])
+  parser.add_argument("--steps", type=int, default=5, help="Calls profiled or timed per round.")
+  parser.add_argument("--rounds", type=int, default=3, help="--batch_norm_ab's rounds.")
   args = parser.parse_args(argv)
+  if args.op_profile or args.batch_norm_ab:
+    return whole_rows(args)
   if args.batch_size < 1 or args.repeats < 1:
     raise SystemExit(f"--batch_size={args.batch_size} and --repeats={args.repeats} must be >= 1.")
   precisions = [p for p in args.precisions.split(",") if p]
@@ -131,6 +244,46 @@ def main(argv: list[str]) -> int:
       for name, fwd, fwd_bwd in measure(args.batch_size, args.repeats, jit, precision):
         print(f"| {name} | {precision} | {'on' if jit else 'off'} | {fwd:.0f} | {fwd_bwd:.0f} |",
               flush=True)
+  return 0
+
+
+def whole_rows(args) -> int:
+  """--op_profile and --batch_norm_ab."""
+  if args.steps < 1 or args.rounds < 1 or args.batch_size < 1:
+    raise SystemExit(f"--steps={args.steps}, --rounds={args.rounds} and "
+                     f"--batch_size={args.batch_size} must be >= 1.")
+  try:
+    cfg = config_lib.get_preset(args.preset)
+  except (KeyError, ValueError) as e:
+    raise SystemExit(f"--preset={args.preset}: {e}") from e
+  jit = {"on": True, "off": False}.get(args.jit_compile, args.jit_compile)
+  print(bench.machine_line())
+  print(f"preset {args.preset}, batch {args.batch_size}, precision {args.precision}, "
+        f"jit_compile {args.jit_compile}, TensorFlow {tf.__version__}\n")
+  try:
+    if args.op_profile:
+      layers_lib.FusedBatchNorm.enabled = not args.keras_batch_norm
+      try:
+        with bench.row_function(args.op_profile, cfg, args.batch_size, args.precision,
+                                jit) as (fn, _):
+          seconds = op_seconds(fn, args.steps)
+      finally:
+        layers_lib.FusedBatchNorm.enabled = True
+      print(f"{args.op_profile}: operations' time per step by type, mean of {args.steps} "
+            f"profiled steps, batch norm {'Keras' if args.keras_batch_norm else 'fused'}\n")
+      print(format_op_profile(seconds))
+    if args.batch_norm_ab:
+      rows = [r for r in args.batch_norm_ab.split(",") if r]
+      print(f"\nimages/s, median of {args.rounds} alternated rounds of {args.steps} steps\n")
+      print("| row | Keras batch norm | fused batch norm | fused / Keras | round medians |")
+      print("|---|---:|---:|---:|---|")
+      for row, keras_rate, fused_rate, keras_rounds, fused_rounds in batch_norm_ab(
+          cfg, rows, args.batch_size, args.precision, jit, args.rounds, args.steps):
+        print(f"| {row} | {keras_rate:.2f} | {fused_rate:.2f} | {fused_rate / keras_rate:.2f}x | "
+              f"{', '.join(f'{v:.2f}' for v in keras_rounds)} / "
+              f"{', '.join(f'{v:.2f}' for v in fused_rounds)} |", flush=True)
+  except ValueError as e:
+    raise SystemExit(str(e)) from e
   return 0
 
 

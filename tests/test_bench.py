@@ -207,6 +207,43 @@ def test_layers_benchmark_reports_every_layer_kind(capsys):
     layers.main(["--precisions=float16"])
 
 
+def test_op_profile_sums_operation_time_by_type():
+  """A profiled function's operations by type; function calls and executor events left out."""
+  import tensorflow as tf
+  from benchmarks import layers
+  x = tf.random.stateless_normal((2, 16, 16, 8), [0, 1])
+  kernel = tf.random.stateless_normal((3, 3, 8, 8), [0, 2])
+
+  @tf.function
+  def step():
+    return tf.reduce_sum(tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME")))
+
+  seconds = layers.op_seconds(step, steps=2)
+  assert any(layers.is_convolution(k) for k in seconds), seconds
+  assert not [k for k in seconds if k.startswith("__") or k.endswith("PartitionedCall")]
+  assert all(v >= 0 for v in seconds.values())
+  table = layers.format_op_profile(seconds).splitlines()
+  conv, rest = (float(line.split(" | ")[2].rstrip("% |")) for line in table[-2:])
+  assert conv + rest == pytest.approx(100.0, abs=0.2)
+
+
+def test_batch_norm_ab_and_op_profile_of_a_whole_row(capsys):
+  from benchmarks import layers
+  from cascade_tf.models import layers as layers_lib
+  assert layers.main(["--preset=tiny", "--batch_size=2", "--steps=1", "--rounds=1",
+                      "--precision=float32", "--jit_compile=off", "--op_profile=dd",
+                      "--batch_norm_ab=dd"]) == 0
+  out = capsys.readouterr().out
+  assert "FusedBatchNormV3" in out and "**all convolutions**" in out
+  row = [line for line in out.splitlines() if line.startswith("| dd |")]
+  assert len(row) == 1 and float(row[0].split(" | ")[1]) > 0
+  assert layers_lib.FusedBatchNorm.enabled  # Restored.
+  with pytest.raises(SystemExit, match="'nope'"):
+    layers.main(["--preset=tiny", "--op_profile=nope"])
+  with pytest.raises(SystemExit, match="--preset=nope"):
+    layers.main(["--preset=nope", "--op_profile=dd"])
+
+
 def test_winograd_convolution_matches_conv2d(capsys):
   import numpy as np
   import tensorflow as tf

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from cascade_tf import config
 from cascade_tf import losses
+from cascade_tf import runtime
 from cascade_tf import weights_io
 from cascade_tf.data import augment
 from cascade_tf.models import build_cascade
@@ -538,3 +539,72 @@ def test_unet_restorer_learns_to_denoise_with_l1_and_adam(tiny):
   identity = float(tf.reduce_mean(tf.abs(noisy - clean)))
   restored = float(tf.reduce_mean(tf.abs(restorer(noisy, training=False) - clean)))
   assert restored < 0.7 * identity
+
+
+def _batch_norm_pair(policy):
+  """Keras' batch norm and the project's, built with equal variables under `policy`."""
+  with runtime.precision_scope(policy):
+    plain = keras.layers.BatchNormalization(synchronized=True)
+    fused = layers.FusedBatchNorm(synchronized=True)
+  shape = (4, 8, 8, 6)
+  plain.build(shape)
+  fused.build(shape)
+  rng = np.random.default_rng(0)
+  for a, b in zip(plain.weights, fused.weights):  # gamma, beta, moving mean, moving variance
+    value = rng.uniform(0.5, 1.5, a.shape).astype("float32")
+    a.assign(value)
+    b.assign(value)
+  return plain, fused
+
+
+def _train_call(layer, x, upstream):
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = layer(x, training=True)
+    loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+  grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+  return [tf.cast(t, tf.float32).numpy() for t in [y, *grads]] + [
+      layer.moving_mean.numpy(), layer.moving_variance.numpy()]
+
+
+@pytest.mark.parametrize("policy,tol", [("float32", 1e-4), ("mixed_bfloat16", 2e-2)])
+def test_fused_batch_norm_trains_as_keras_batch_norm(policy, tol):
+  """Outputs, the three gradients and the moving statistics, within the precision's rounding."""
+  plain, fused = _batch_norm_pair(policy)
+  x = tf.random.stateless_normal((4, 8, 8, 6), [1, 2]) * 3.0 + 1.0
+  upstream = tf.random.stateless_normal((4, 8, 8, 6), [3, 4])
+  for name, a, b in zip(["y", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance"],
+                        _train_call(plain, x, upstream), _train_call(fused, x, upstream)):
+    np.testing.assert_allclose(b, a, rtol=tol, atol=tol * max(1.0, np.abs(a).max()), err_msg=name)
+  # Inference is Keras' own code: the same moving statistics give the same output.
+  np.testing.assert_allclose(tf.cast(fused(x, training=False), tf.float32).numpy(),
+                             tf.cast(plain(x, training=False), tf.float32).numpy(), atol=tol)
+
+
+def test_fused_batch_norm_uses_the_fused_kernel_only_where_it_computes_the_same(monkeypatch):
+  """One replica, training: FusedBatchNormV3; inference, or several replicas: Keras' operations.
+
+  (That the fused one-replica update equals Keras' synchronized two-replica
+  one is tests/test_training.py's mirrored test.)
+  """
+  _, fused = _batch_norm_pair("float32")
+  spec = tf.TensorSpec((4, 8, 8, 6), tf.float32)
+
+  def op_types(training):
+    graph = tf.function(lambda x: fused(x, training=training)).get_concrete_function(spec).graph
+    return {op.type for op in graph.get_operations()}
+
+  assert "FusedBatchNormV3" in op_types(True)
+  assert "FusedBatchNormV3" not in op_types(False)
+
+  class TwoReplicas:
+    num_replicas_in_sync = 2
+
+  monkeypatch.setattr(tf.distribute, "get_strategy", TwoReplicas)
+  assert "FusedBatchNormV3" not in op_types(True)
+
+
+def test_every_network_batch_norm_is_the_fused_one(tiny_nets):
+  for name, net in tiny_nets.items():
+    bns = [l for l in net.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert all(isinstance(l, layers.FusedBatchNorm) for l in bns), name

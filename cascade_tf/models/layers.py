@@ -10,7 +10,8 @@ def batch_norm(name: str, gamma_initializer: str = "ones") -> keras.layers.Batch
   With `synchronized=True` every replica normalises with the mean and
   variance of the whole global batch, so a step on N replicas computes the
   same update as on one device with the same global batch (tested in
-  tests/test_training.py). On one device it is the ordinary layer.
+  tests/test_training.py). On one device it is the ordinary layer, and
+  there `FusedBatchNorm` trains it with TensorFlow's fused kernel.
 
   Keras implements `synchronized` for the TensorFlow backend only; on the
   others (the JAX trainer, scripts/train_jax.py) the layer is the ordinary
@@ -18,9 +19,62 @@ def batch_norm(name: str, gamma_initializer: str = "ones") -> keras.layers.Batch
   `gamma_initializer="zeros"` makes the last batch norm of a residual branch
   start the branch at zero (the block then starts as the identity).
   """
-  return keras.layers.BatchNormalization(
+  return FusedBatchNorm(
       synchronized=keras.backend.backend() == "tensorflow", gamma_initializer=gamma_initializer,
       name=name)
+
+
+@keras.saving.register_keras_serializable(package="cascade_tf")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+  """Keras' batch norm, trained with TensorFlow's fused kernel where that computes the same.
+
+  In training, Keras computes batch norm from separate operations, in
+  float32 even under a bfloat16 policy (a cast in, moments, the
+  normalisation, a cast out, each a pass over the activations, and as
+  many again for the gradient): on a CPU with AMX they took more of the
+  joint update's time than the convolutions (docs/benchmarks.md, "The
+  joint update's time by operation"). On the TensorFlow backend, with one
+  replica, a channels-last 4-D input, no mask and no renorm, this layer
+  trains with `FusedBatchNormV3` instead (one pass each way, bfloat16 in
+  and out, its statistics in float32; oneDNN's kernel on CPUs, cuDNN's on
+  GPUs) and updates the moving statistics exactly as Keras does (with the
+  batch's biased variance). Everything else, inference and the
+  synchronized statistics of several replicas included, is Keras' own
+  code. Same variables, same config: weights and checkpoints are
+  unchanged, and `fold.py` folds it as any batch norm.
+  """
+
+  # Read when a step is traced; benchmarks/layers.py --batch_norm_ab turns it
+  # off to time Keras' operations against the fused kernel in one run.
+  enabled = True
+
+  def _fusable(self, inputs, training, mask) -> bool:
+    if not self.enabled or keras.backend.backend() != "tensorflow" or training is not True:
+      return False
+    if not self.trainable or mask is not None or self.renorm or len(inputs.shape) != 4:
+      return False
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top  (TensorFlow backend only)
+    if self.axis not in (-1, 3) or tf.as_dtype(inputs.dtype).name not in (
+        "float32", "bfloat16", "float16"):
+      return False
+    return tf.distribute.get_strategy().num_replicas_in_sync == 1
+
+  def call(self, inputs, training=None, mask=None):
+    if not self._fusable(inputs, training, mask):
+      return super().call(inputs, training=training, mask=mask)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    channels = inputs.shape[-1]
+    gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+    beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+    outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+        inputs, gamma, beta, epsilon=self.epsilon, is_training=True)
+    # The kernel returns the unbiased variance; Keras averages the biased one.
+    count = tf.cast(tf.size(inputs) // channels, tf.float32)
+    variance = variance * ((count - 1.0) / tf.maximum(count, 1.0))
+    self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+    self.moving_variance.assign(
+        self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+    return tf.cast(outputs, self.compute_dtype)
 
 
 def _blur3(images):
