@@ -125,6 +125,7 @@ from cascade_tf import flops as flops_lib
 from cascade_tf import inference
 from cascade_tf import ranges
 from cascade_tf import runtime
+from cascade_tf.data import masks
 from cascade_tf.data import pipeline
 from cascade_tf.data import sources
 from cascade_tf.models import cascade as cascade_lib
@@ -355,6 +356,11 @@ def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
                                jit_compile=jit_compile)
 
   batch = _random_batch(batch_size, size, cfg.train.seed)
+  if cfg.generator.mask_channel or cfg.generator.composite:
+    # A generator that reads the hole mask (the `photo` preset's) trains on
+    # one: the protocol's centre square, in every image.
+    hole = masks.centre(size, size, cfg.data.hole_size)[None]  # [1, S, S, 1]
+    batch["mask"] = tf.tile(hole, [batch_size, 1, 1, 1])
   if wired.critic is None:
     step = make(wired.main)
     return (lambda: step(batch)), batch_size, [step]

@@ -58,6 +58,17 @@ def test_train_rows(cfg):
     assert row["onednn"] in (True, None)  # Importing cascade_tf turns oneDNN on.
 
 
+def test_rows_of_a_mask_reading_generator(cfg):
+  """The `photo` preset's generator (mask channel, composite) trains on a centre hole."""
+  import dataclasses
+  photo_like = dataclasses.replace(
+      cfg, generator=dataclasses.replace(cfg.generator, mask_channel=True, composite=True))
+  rows = bench.measure_rows(photo_like, "all", 2, stages=["pretrain", "joint", "infer_keras"],
+                            **FAST)
+  assert [r["stage"] for r in rows] == ["pretrain", "joint", "infer_keras"]
+  assert all(r["img_per_s"] > 0 for r in rows)
+
+
 def test_xla_setting_reaches_the_training_rows_only(cfg):
   rows = bench.measure_rows(cfg, "all", 2, stages=["pretrain", "infer_keras"],
                             jit_compile="auto", **FAST)
