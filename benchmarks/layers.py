@@ -181,6 +181,16 @@ def format_op_profile(seconds: dict[str, float], top: int = 15) -> str:
   return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def batch_norm_kind(fused: bool):
+  """Steps traced inside train batch norm with the fused kernel or with Keras' operations."""
+  layers_lib.FusedBatchNorm.enabled = fused
+  try:
+    yield
+  finally:
+    layers_lib.FusedBatchNorm.enabled = True
+
+
 def batch_norm_ab(cfg, rows: list[str], batch_size: int, precision: str, jit_compile: str,
                   rounds: int, steps: int) -> list[tuple[str, float, float, list, list]]:
   """[(row, Keras img/s, fused img/s, Keras round medians, fused round medians)]."""
@@ -189,14 +199,11 @@ def batch_norm_ab(cfg, rows: list[str], batch_size: int, precision: str, jit_com
     fns = {}
     with contextlib.ExitStack() as stack:
       for fused in (False, True):
-        layers_lib.FusedBatchNorm.enabled = fused  # Read when the step is traced, below.
-        try:
+        with batch_norm_kind(fused):  # Read when the step is traced: its first calls.
           fn, items = stack.enter_context(
               bench.row_function(row, cfg, batch_size, precision, jit_compile))
           for _ in range(2):
             bench._block(fn())  # pylint: disable=protected-access
-        finally:
-          layers_lib.FusedBatchNorm.enabled = True
         fns[fused] = fn
       medians = {False: [], True: []}
       for _ in range(rounds):
@@ -256,19 +263,14 @@ def whole_rows(args) -> int:
     cfg = config_lib.get_preset(args.preset)
   except (KeyError, ValueError) as e:
     raise SystemExit(f"--preset={args.preset}: {e}") from e
-  jit = {"on": True, "off": False}.get(args.jit_compile, args.jit_compile)
   print(bench.machine_line())
   print(f"preset {args.preset}, batch {args.batch_size}, precision {args.precision}, "
         f"jit_compile {args.jit_compile}, TensorFlow {tf.__version__}\n")
   try:
     if args.op_profile:
-      layers_lib.FusedBatchNorm.enabled = not args.keras_batch_norm
-      try:
-        with bench.row_function(args.op_profile, cfg, args.batch_size, args.precision,
-                                jit) as (fn, _):
-          seconds = op_seconds(fn, args.steps)
-      finally:
-        layers_lib.FusedBatchNorm.enabled = True
+      with batch_norm_kind(not args.keras_batch_norm), bench.row_function(
+          args.op_profile, cfg, args.batch_size, args.precision, args.jit_compile) as (fn, _):
+        seconds = op_seconds(fn, args.steps)
       print(f"{args.op_profile}: operations' time per step by type, mean of {args.steps} "
             f"profiled steps, batch norm {'Keras' if args.keras_batch_norm else 'fused'}\n")
       print(format_op_profile(seconds))
@@ -278,7 +280,7 @@ def whole_rows(args) -> int:
       print("| row | Keras batch norm | fused batch norm | fused / Keras | round medians |")
       print("|---|---:|---:|---:|---|")
       for row, keras_rate, fused_rate, keras_rounds, fused_rounds in batch_norm_ab(
-          cfg, rows, args.batch_size, args.precision, jit, args.rounds, args.steps):
+          cfg, rows, args.batch_size, args.precision, args.jit_compile, args.rounds, args.steps):
         print(f"| {row} | {keras_rate:.2f} | {fused_rate:.2f} | {fused_rate / keras_rate:.2f}x | "
               f"{', '.join(f'{v:.2f}' for v in keras_rounds)} / "
               f"{', '.join(f'{v:.2f}' for v in fused_rounds)} |", flush=True)
