@@ -95,8 +95,10 @@ def load_workdir_cascade(workdir: str, *, stage: str | None = None,
       networks as trained (needed to train them further: the folded copies
       no longer normalise with batch statistics when training=True).
     precision: the Keras dtype policy the networks compute in, or `auto`
-      (`runtime.resolve_precision` for inference); weights stay float32
-      and the outputs are float32 under every policy.
+      (`runtime.resolve_precision` for inference); the outputs are float32
+      under every policy. The folded copies store a mixed policy's weights
+      in its compute dtype (`fold.fold_batch_norm`: no cast per call); the
+      unfolded networks keep float32 weights.
     self_ensemble: the returned `model` runs each network on this many
       symmetries of its input and averages (`cascade.forward`); the
       networks returned alone are untouched.
@@ -152,12 +154,15 @@ def _load_workdir(workdir, stage, allow_random_restorer, fold_batch_norm,
 
 def _assemble(cfg, generator, restorer, weights_from, fold_batch_norm: bool,
               self_ensemble: int) -> LoadedCascade:
+  # The policy the networks were built under: folded copies store a mixed
+  # policy's weights in its compute dtype, and so name that dtype instead.
+  precision = generator.dtype_policy.name
   if fold_batch_norm:
     generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
   model = cascade_lib.build_cascade(generator, restorer, composite=cfg.generator.composite,
                                     self_ensemble=self_ensemble)
   return LoadedCascade(cfg, model, generator, restorer, weights_from,
-                       precision=generator.dtype_policy.name, self_ensemble=self_ensemble)
+                       precision=precision, self_ensemble=self_ensemble)
 
 
 def is_pretrained(source: str | None) -> bool:

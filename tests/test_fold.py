@@ -99,3 +99,40 @@ def test_batch_norm_not_after_a_convolution_is_kept():
   assert _count_bn(folded) == 2
   x = tf.random.stateless_uniform([1, 8, 8, 4], [1, 2])
   np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), atol=1e-6)
+
+
+def _cast_ops(model, x) -> int:
+  graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(x).graph
+  return sum(op.type == "Cast" for op in graph.get_operations())
+
+
+@pytest.mark.parametrize("preset", ["tiny", "photo"])
+def test_folded_copy_stores_a_mixed_policys_weights_in_its_compute_dtype(preset):
+  # Inference under mixed_bfloat16 casts every float32 kernel to bfloat16 at
+  # every call; the folded copy holds them in bfloat16 already, and computes
+  # exactly what the per-call casts computed.
+  from cascade_tf import runtime  # pylint: disable=import-outside-toplevel
+  cfg = config.get_preset(preset)
+  keras.utils.set_random_seed(7)
+  with runtime.precision_scope("mixed_bfloat16"):
+    for model in (build_generator(cfg.generator, None), build_restorer(cfg.restorer, None)):
+      _randomise_batch_norm(model, seed=8)
+      kept = fold.fold_batch_norm(model, weights_in_compute_dtype=False)
+      folded = fold.fold_batch_norm(model)
+      assert {w.dtype for w in kept.weights} == {"float32"}
+      for layer in folded.layers:
+        if not layer.weights:
+          continue
+        policy = model.get_layer(layer.name).dtype_policy
+        want = "bfloat16" if policy.name == "mixed_bfloat16" else policy.variable_dtype
+        assert {w.dtype for w in layer.weights} == {want}, layer.name
+        assert layer.compute_dtype == policy.compute_dtype, layer.name
+      assert any(w.dtype == "bfloat16" for w in folded.weights)
+      inputs = [tf.random.stateless_uniform([2, 64, 64, int(i.shape[-1])], [9, k], -1.0, 1.0)
+                for k, i in enumerate(model.inputs)]
+      if len(inputs) == 2:  # The photo generator's second input: the hole mask.
+        inputs[1] = tf.cast(inputs[1] > 0.5, tf.float32)
+      x = inputs if len(inputs) > 1 else inputs[0]
+      np.testing.assert_array_equal(folded(x, training=False).numpy(),
+                                    kept(x, training=False).numpy())
+      assert _cast_ops(folded, x) < _cast_ops(kept, x)

@@ -13,6 +13,15 @@ TensorFlow fuse convolution, bias and activation into one kernel.
 `fold_batch_norm(model)` returns such a copy of a functional model for
 inference (export, evaluation, `restore.py`); training keeps the original
 layers, whose batch statistics and moving averages need the separate layer.
+
+The copy also stores each layer's weights in the dtype it computes in: under
+a mixed policy (`mixed_bfloat16`, `mixed_float16`) the trained layers keep
+float32 variables for the optimizer and cast every kernel to bfloat16 at
+every call, which in the `paper` preset's bfloat16 inference was 19% of the
+operations' time (`benchmarks/layers.py --op_profile=infer_keras`). An
+inference copy has no optimizer, so its layers get the policy's compute
+dtype for their variables (`bfloat16`): the weights are rounded once, as
+the per-call cast rounded them, and the outputs are the same.
 """
 
 from __future__ import annotations
@@ -78,7 +87,17 @@ def _folded_weights(conv, bn) -> list[np.ndarray]:
   return [kernel.astype(dtype), np.asarray(bias).astype(dtype)]
 
 
-def fold_batch_norm(model: keras.Model) -> keras.Model:
+def inference_dtype(layer: keras.layers.Layer):
+  """`layer`'s policy for an inference copy: a mixed policy's compute dtype
+  (`mixed_bfloat16` -> `bfloat16`: weights stored as they are computed
+  with), any other policy as it is."""
+  policy = layer.dtype_policy
+  if policy.variable_dtype != policy.compute_dtype:
+    return policy.compute_dtype
+  return policy
+
+
+def fold_batch_norm(model: keras.Model, *, weights_in_compute_dtype: bool = True) -> keras.Model:
   """A copy of functional `model` with every foldable conv + batch norm merged.
 
   The copy has the same inputs, outputs and layer names; each folded
@@ -87,16 +106,28 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
   It is meant for inference only (training=True would no longer normalise
   with batch statistics). Weights are copied, so later changes to `model`
   do not reach the copy. A model with nothing to fold is still copied.
+
+  Args:
+    model: a functional Keras model.
+    weights_in_compute_dtype: store each layer's weights in the dtype it
+      computes in (`inference_dtype`; the module docstring says why); False
+      keeps `model`'s policies (float32 weights under a mixed policy).
   """
   pairs = foldable_pairs(model)
   folded_bn = {bn.name for bn in pairs.values()}
 
+  def dtype(layer):
+    return inference_dtype(layer) if weights_in_compute_dtype else layer.dtype_policy
+
   def clone(layer):
-    if layer.name in pairs:
-      return layer.__class__.from_config({**layer.get_config(), "use_bias": True})
     if layer.name in folded_bn:
-      return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy)
-    return layer.__class__.from_config(layer.get_config())
+      return FoldedBatchNorm(name=layer.name, dtype=dtype(layer))
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.Layer):  # Not the ops (keras.ops) a model calls.
+      config["dtype"] = dtype(layer)
+    if layer.name in pairs:
+      config["use_bias"] = True
+    return layer.__class__.from_config(config)
 
   copy = keras.models.clone_model(model, clone_function=clone)
   for layer in model.layers:
