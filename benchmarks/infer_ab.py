@@ -1,6 +1,7 @@
 """Paired timing of the inference paths: Keras as trained, Keras folded, the SavedModel.
 
     python benchmarks/infer_ab.py --preset=paper --batch_size=8 --rounds=30
+    python benchmarks/infer_ab.py --precision=mixed_bfloat16   # + folded_float32_weights
 
 Builds one cascade (batch-norm statistics randomised, so folding has real
 work to do) and runs, on the same batch, three ways of using it:
@@ -12,6 +13,14 @@ work to do) and runs, on the same batch, three ways of using it:
 * `savedmodel`: the cascade exported by `cascade_tf.serving.export_savedmodel`
   (folded too) through its `serving_default` signature, input checks,
   padding and clipping included, as TF Serving runs it.
+
+With `--precision=mixed_bfloat16` (or another mixed policy) the Keras paths
+compute in its compute dtype and a fourth path is added,
+`folded_float32_weights`: folded, but with the policy's float32 weights
+cast at every call (`fold.fold_batch_norm(..., weights_in_compute_dtype=False)`),
+the inference copy as it was before those weights were stored in bfloat16.
+The SavedModel computes in float32 under every policy (`export.py` has no
+precision), so it is left out then.
 
 It checks that they agree, then calls each once per round, in a rotating
 order, all in one process. Machine noise on a shared 2-core host drifts
@@ -44,6 +53,7 @@ import tensorflow as tf
 from benchmarks import bench
 from cascade_tf import config as config_lib
 from cascade_tf import ranges
+from cascade_tf import runtime
 from cascade_tf import serving
 from cascade_tf.models import build_cascade
 from cascade_tf.models.cascade import cascade_inputs
@@ -68,15 +78,8 @@ def _quartiles(values):
   return q[0], statistics.median(values), q[2]
 
 
-def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--preset", default="paper", choices=sorted(config_lib.PRESETS))
-  parser.add_argument("--batch_size", type=int, default=8)
-  parser.add_argument("--rounds", type=int, default=30)
-  parser.add_argument("--warmup", type=int, default=3)
-  args = parser.parse_args(argv)
-  if args.rounds < 4 or args.batch_size < 1:
-    raise SystemExit(f"--rounds={args.rounds} must be >= 4 and --batch_size >= 1.")
+def _measure(args):
+  """{path: images/s per round}, {path: max |output - plain|}: the paths side by side."""
   cfg = config_lib.get_preset(args.preset)
   size = cfg.data.image_size
   keras.utils.set_random_seed(0)
@@ -88,15 +91,21 @@ def main(argv: list[str]) -> int:
   keras_models = {"plain": build_cascade(generator, restorer),
                   "folded": build_cascade(fold.fold_batch_norm(generator),
                                           fold.fold_batch_norm(restorer))}
-  # All three take [0, 1] images and return the restored image in [0, 1].
+  mixed = args.precision.startswith("mixed_")
+  if mixed:
+    keras_models["folded_float32_weights"] = build_cascade(
+        fold.fold_batch_norm(generator, weights_in_compute_dtype=False),
+        fold.fold_batch_norm(restorer, weights_in_compute_dtype=False))
+  # Every path takes [0, 1] images and return the restored image in [0, 1].
   calls = {name: tf.function(
       lambda x, m=model: ranges.from_model(m(cascade_inputs(ranges.to_model(x)),
                                              training=False)["restored"],
                                            clip=True), input_signature=[spec])
            for name, model in keras_models.items()}
   with tempfile.TemporaryDirectory(prefix="cascade_infer_ab_") as workdir:
-    serve = bench.export_and_load(cfg, generator, restorer, workdir, serving)
-    calls["savedmodel"] = lambda x: serve(images=x)["restored"]
+    if not mixed:
+      serve = bench.export_and_load(cfg, generator, restorer, workdir, serving)
+      calls["savedmodel"] = lambda x: serve(images=x)["restored"]
     x = tf.random.stateless_uniform(spec.shape, [0, 1])
     outputs = {name: call(x).numpy() for name, call in calls.items()}
     differences = {name: float(np.abs(out - outputs["plain"]).max())
@@ -112,7 +121,26 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         calls[name](x).numpy()
         rates[name].append(args.batch_size / (time.perf_counter() - start))
-  print(f"preset {args.preset}, batch {args.batch_size}, {args.rounds} rounds, TensorFlow "
+  return rates, differences
+
+
+def main(argv: list[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="paper", choices=sorted(config_lib.PRESETS))
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--rounds", type=int, default=30)
+  parser.add_argument("--warmup", type=int, default=3)
+  parser.add_argument("--precision", default="float32", choices=sorted(config_lib.POLICIES),
+                      help="The Keras dtype policy the Keras paths compute in.")
+  args = parser.parse_args(argv)
+  if args.rounds < 4 or args.batch_size < 1:
+    raise SystemExit(f"--rounds={args.rounds} must be >= 4 and --batch_size >= 1.")
+  with runtime.precision_scope(args.precision):
+    rates, differences = _measure(args)
+  names = list(rates)
+  print(f"machine: {bench.machine_line()}")
+  print(f"preset {args.preset}, precision {args.precision}, batch {args.batch_size}, "
+        f"{args.rounds} rounds, TensorFlow "
         f"{tf.__version__}; max |output - plain| in [0, 1]: {json.dumps(differences)}\n")
   print("| path | img/s median | lower quartile | upper quartile | ratio to folded, per round "
         "(median [quartiles]) |")

@@ -198,6 +198,22 @@ def test_infer_ab_times_the_three_inference_paths(capsys):
   assert rows[1].endswith("| 1.000 [1.000–1.000] |")
 
 
+def test_infer_ab_under_a_mixed_policy_times_the_folded_copy_with_float32_weights(capsys):
+  from benchmarks import infer_ab
+  assert infer_ab.main(["--preset=tiny", "--batch_size=2", "--rounds=4", "--warmup=1",
+                        "--precision=mixed_bfloat16"]) == 0
+  out = capsys.readouterr().out
+  assert "precision mixed_bfloat16" in out
+  differences = json.loads(out.split("[0, 1]: ", 1)[1].split("\n", 1)[0])
+  assert set(differences) == {"folded", "folded_float32_weights"}  # No float32 SavedModel.
+  # Weights stored in bfloat16 compute what the per-call casts computed.
+  assert differences["folded"] == differences["folded_float32_weights"]
+  assert differences["folded"] < 0.05  # Folding under bfloat16: rounding only.
+  rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+  assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded",
+                                                   "| folded_float32_weights"]
+
+
 def test_layers_benchmark_reports_every_layer_kind(capsys):
   from benchmarks import layers
   assert layers.main(["--batch_size=1", "--repeats=1", "--xla=off",
