@@ -138,7 +138,7 @@ def main(argv: list[str]) -> int:
   with runtime.precision_scope(args.precision):
     rates, differences = _measure(args)
   names = list(rates)
-  print(f"machine: {bench.machine_line()}")
+  print(bench.machine_line())
   print(f"preset {args.preset}, precision {args.precision}, batch {args.batch_size}, "
         f"{args.rounds} rounds, TensorFlow "
         f"{tf.__version__}; max |output - plain| in [0, 1]: {json.dumps(differences)}\n")
