@@ -22,6 +22,15 @@ the inference copy as it was before those weights were stored in bfloat16.
 The SavedModel computes in float32 under every policy (`export.py` has no
 precision), so it is left out then.
 
+`--network=generator` or `--network=restorer` times that network alone
+(its plain, folded and, under a mixed policy, float32-weight copies, on a
+random batch of its input; no SavedModel), to see which one the time goes
+to. `--frozen` adds `folded_frozen`: the folded call's graph with every
+variable turned into a constant (`convert_variables_to_constants_v2`), as
+a frozen inference graph would run: oneDNN then reorders each constant
+kernel into its blocked layout once and keeps it, where a variable's
+kernel is reordered at every call.
+
 It checks that they agree, then calls each once per round, in a rotating
 order, all in one process. Machine noise on a shared 2-core host drifts
 over seconds to minutes, so separate runs of bench.py could not resolve a
@@ -49,6 +58,7 @@ import cascade_tf  # noqa: F401  Before TensorFlow: the package's oneDNN default
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
 from benchmarks import bench
 from cascade_tf import config as config_lib
@@ -78,6 +88,23 @@ def _quartiles(values):
   return q[0], statistics.median(values), q[2]
 
 
+def _inputs(model: keras.Model, batch_size: int, size: int):
+  """A random batch of `model`'s input on [-1, 1] (a 4th, mask, channel of 0s and 1s)."""
+  channels = int(model.input_shape[-1])
+  x = tf.random.stateless_uniform([batch_size, size, size, 3], [0, 1], -1.0, 1.0)
+  if channels == 4:
+    mask = tf.cast(tf.random.stateless_uniform([batch_size, size, size, 1], [0, 2]) > 0.7,
+                   tf.float32)
+    x = tf.concat([x, mask], axis=-1)
+  return x
+
+
+def _frozen(call, x):
+  """`call` (a tf.function of one tensor) with its variables turned into constants."""
+  frozen = convert_to_constants.convert_variables_to_constants_v2(call.get_concrete_function(x))
+  return lambda t: tf.nest.flatten(frozen(t))[0]
+
+
 def _measure(args):
   """{path: images/s per round}, {path: max |output - plain|}: the paths side by side."""
   cfg = config_lib.get_preset(args.preset)
@@ -87,26 +114,39 @@ def _measure(args):
   rng = np.random.default_rng(0)
   _randomise_batch_norm(generator, rng)
   _randomise_batch_norm(restorer, rng)
-  spec = tf.TensorSpec([args.batch_size, size, size, 3], tf.float32)
-  keras_models = {"plain": build_cascade(generator, restorer),
-                  "folded": build_cascade(fold.fold_batch_norm(generator),
-                                          fold.fold_batch_norm(restorer))}
   mixed = args.precision.startswith("mixed_")
-  if mixed:
-    keras_models["folded_float32_weights"] = build_cascade(
-        fold.fold_batch_norm(generator, weights_in_compute_dtype=False),
-        fold.fold_batch_norm(restorer, weights_in_compute_dtype=False))
-  # Every path takes [0, 1] images and return the restored image in [0, 1].
-  calls = {name: tf.function(
-      lambda x, m=model: ranges.from_model(m(cascade_inputs(ranges.to_model(x)),
-                                             training=False)["restored"],
-                                           clip=True), input_signature=[spec])
-           for name, model in keras_models.items()}
-  with tempfile.TemporaryDirectory(prefix="cascade_infer_ab_") as workdir:
-    if not mixed:
-      serve = bench.export_and_load(cfg, generator, restorer, workdir, serving)
-      calls["savedmodel"] = lambda x: serve(images=x)["restored"]
+
+  def copies(network):
+    kept = {"plain": network, "folded": fold.fold_batch_norm(network)}
+    if mixed:
+      kept["folded_float32_weights"] = fold.fold_batch_norm(network,
+                                                           weights_in_compute_dtype=False)
+    return kept
+
+  if args.network == "cascade":
+    spec = tf.TensorSpec([args.batch_size, size, size, 3], tf.float32)
+    models = {name: build_cascade(g, r) for (name, g), r in
+              zip(copies(generator).items(), copies(restorer).values())}
+    # Every path takes [0, 1] images and returns the restored image in [0, 1].
+    calls = {name: tf.function(
+        lambda x, m=model: ranges.from_model(m(cascade_inputs(ranges.to_model(x)),
+                                               training=False)["restored"],
+                                             clip=True), input_signature=[spec])
+             for name, model in models.items()}
     x = tf.random.stateless_uniform(spec.shape, [0, 1])
+  else:
+    network = generator if args.network == "generator" else restorer
+    x = _inputs(network, args.batch_size, size)
+    spec = tf.TensorSpec(x.shape, tf.float32)
+    calls = {name: tf.function(lambda t, m=model: tf.cast(m(t, training=False), tf.float32),
+                               input_signature=[spec])
+             for name, model in copies(network).items()}
+  if args.frozen:
+    calls["folded_frozen"] = _frozen(calls["folded"], x)
+  with tempfile.TemporaryDirectory(prefix="cascade_infer_ab_") as workdir:
+    if not mixed and args.network == "cascade":
+      serve = bench.export_and_load(cfg, generator, restorer, workdir, serving)
+      calls["savedmodel"] = lambda t: serve(images=t)["restored"]
     outputs = {name: call(x).numpy() for name, call in calls.items()}
     differences = {name: float(np.abs(out - outputs["plain"]).max())
                    for name, out in outputs.items() if name != "plain"}
@@ -132,16 +172,24 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--warmup", type=int, default=3)
   parser.add_argument("--precision", default="float32", choices=sorted(config_lib.POLICIES),
                       help="The Keras dtype policy the Keras paths compute in.")
+  parser.add_argument("--network", default="cascade", choices=("cascade", "generator",
+                                                                "restorer"),
+                      help="Time the cascade, or one of its networks alone.")
+  parser.add_argument("--frozen", action="store_true",
+                      help="Add folded_frozen: the folded graph with its variables as constants.")
   args = parser.parse_args(argv)
   if args.rounds < 4 or args.batch_size < 1:
     raise SystemExit(f"--rounds={args.rounds} must be >= 4 and --batch_size >= 1.")
   with runtime.precision_scope(args.precision):
     rates, differences = _measure(args)
   names = list(rates)
+  # The cascade's outputs are images on [0, 1]; a network's are raw, on [-1, 1].
+  scale = "[0, 1]" if args.network == "cascade" else "[-1, 1]"
   print(bench.machine_line())
-  print(f"preset {args.preset}, precision {args.precision}, batch {args.batch_size}, "
+  print(f"preset {args.preset}, {args.network}, precision {args.precision}, "
+        f"batch {args.batch_size}, "
         f"{args.rounds} rounds, TensorFlow "
-        f"{tf.__version__}; max |output - plain| in [0, 1]: {json.dumps(differences)}\n")
+        f"{tf.__version__}; max |output - plain| in {scale}: {json.dumps(differences)}\n")
   print("| path | img/s median | lower quartile | upper quartile | ratio to folded, per round "
         "(median [quartiles]) |")
   print("|---|---|---|---|---|")

@@ -288,3 +288,17 @@ def test_winograd_convolution_matches_conv2d(capsys):
   rows = [line for line in capsys.readouterr().out.splitlines()
           if line.startswith("| ") and "---" not in line][1:]
   assert len(rows) == 3 and all(float(row.split(" | ")[-1].strip(" |")) < 1e-4 for row in rows)
+
+
+@pytest.mark.parametrize("network", ["generator", "restorer"])
+def test_infer_ab_times_one_network_and_its_frozen_graph(capsys, network):
+  from benchmarks import infer_ab
+  assert infer_ab.main(["--preset=tiny", "--batch_size=2", "--rounds=4", "--warmup=1",
+                        f"--network={network}", "--frozen"]) == 0
+  out = capsys.readouterr().out
+  assert f"preset tiny, {network}," in out
+  differences = json.loads(out.split("[-1, 1]: ", 1)[1].split("\n", 1)[0])
+  assert set(differences) == {"folded", "folded_frozen"}  # A network alone: no SavedModel.
+  assert max(differences.values()) < 1e-4  # Folded and frozen compute the same outputs.
+  rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+  assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded", "| folded_frozen"]
