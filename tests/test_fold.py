@@ -101,6 +101,22 @@ def test_batch_norm_not_after_a_convolution_is_kept():
   np.testing.assert_allclose(folded(x).numpy(), model(x, training=False).numpy(), atol=1e-6)
 
 
+def test_a_batch_norm_left_unfolded_keeps_float32_statistics_under_a_mixed_policy():
+  from cascade_tf import runtime  # pylint: disable=import-outside-toplevel
+  with runtime.precision_scope("mixed_bfloat16"):
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(x))
+    _randomise_batch_norm(model, 15)
+    folded = fold.fold_batch_norm(model)
+  assert {w.dtype for w in folded.get_layer("conv").weights} == {"bfloat16"}
+  assert {w.dtype for w in folded.get_layer("bn").weights} == {"float32"}
+  assert folded.get_layer("bn").dtype_policy.name == "mixed_bfloat16"
+  x = tf.random.stateless_uniform([2, 8, 8, 4], [1, 3])
+  np.testing.assert_array_equal(folded(x, training=False).numpy(),
+                                model(x, training=False).numpy())
+
+
 def _cast_ops(model, x) -> int:
   graph = tf.function(lambda t: model(t, training=False)).get_concrete_function(x).graph
   return sum(op.type == "Cast" for op in graph.get_operations())

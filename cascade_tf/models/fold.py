@@ -90,9 +90,11 @@ def _folded_weights(conv, bn) -> list[np.ndarray]:
 def inference_dtype(layer: keras.layers.Layer):
   """`layer`'s policy for an inference copy: a mixed policy's compute dtype
   (`mixed_bfloat16` -> `bfloat16`: weights stored as they are computed
-  with), any other policy as it is."""
+  with), any other policy as it is. A batch norm that was not folded keeps
+  its policy: it normalises in float32 with float32 statistics."""
   policy = layer.dtype_policy
-  if policy.variable_dtype != policy.compute_dtype:
+  if (policy.variable_dtype != policy.compute_dtype and
+      not isinstance(layer, keras.layers.BatchNormalization)):
     return policy.compute_dtype
   return policy
 
