@@ -4,7 +4,7 @@
     python benchmarks/infer_ab.py --precision=mixed_bfloat16   # + folded_float32_weights
 
 Builds one cascade (batch-norm statistics randomised, so folding has real
-work to do) and runs, on the same batch, three ways of using it:
+work to do) and runs, on the same batch, these ways of using it:
 
 * `plain`: the Keras cascade with its batch-norm layers (training=False);
 * `folded`: the same with batch norm folded into the convolutions
@@ -27,9 +27,9 @@ precision), so it is left out then.
 random batch of its input; no SavedModel), to see which one the time goes
 to. `--frozen` adds `folded_frozen`: the folded call's graph with every
 variable turned into a constant (`convert_variables_to_constants_v2`), as
-a frozen inference graph would run: oneDNN then reorders each constant
-kernel into its blocked layout once and keeps it, where a variable's
-kernel is reordered at every call.
+a frozen inference graph would run (oneDNN may keep a constant kernel in
+its blocked layout instead of reordering it at every call; TensorFlow's
+fusion of convolution, bias and activation may not happen there).
 
 It checks that they agree, then calls each once per round, in a rotating
 order, all in one process. Machine noise on a shared 2-core host drifts
@@ -187,9 +187,8 @@ def main(argv: list[str]) -> int:
   scale = "[0, 1]" if args.network == "cascade" else "[-1, 1]"
   print(bench.machine_line())
   print(f"preset {args.preset}, {args.network}, precision {args.precision}, "
-        f"batch {args.batch_size}, "
-        f"{args.rounds} rounds, TensorFlow "
-        f"{tf.__version__}; max |output - plain| in {scale}: {json.dumps(differences)}\n")
+        f"batch {args.batch_size}, {args.rounds} rounds, TensorFlow {tf.__version__}; "
+        f"max |output - plain| in {scale}: {json.dumps(differences)}\n")
   print("| path | img/s median | lower quartile | upper quartile | ratio to folded, per round "
         "(median [quartiles]) |")
   print("|---|---|---|---|---|")
