@@ -66,6 +66,7 @@ from cascade_tf import ranges
 from cascade_tf import runtime
 from cascade_tf import serving
 from cascade_tf.models import build_cascade
+from cascade_tf.models import cascade as cascade_lib
 from cascade_tf.models.cascade import cascade_inputs
 from cascade_tf.models import build_generator
 from cascade_tf.models import build_restorer
@@ -86,17 +87,6 @@ def _randomise_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
 def _quartiles(values):
   q = statistics.quantiles(values, n=4)
   return q[0], statistics.median(values), q[2]
-
-
-def _inputs(model: keras.Model, batch_size: int, size: int):
-  """A random batch of `model`'s input on [-1, 1] (a 4th, mask, channel of 0s and 1s)."""
-  channels = int(model.input_shape[-1])
-  x = tf.random.stateless_uniform([batch_size, size, size, 3], [0, 1], -1.0, 1.0)
-  if channels == 4:
-    mask = tf.cast(tf.random.stateless_uniform([batch_size, size, size, 1], [0, 2]) > 0.7,
-                   tf.float32)
-    x = tf.concat([x, mask], axis=-1)
-  return x
 
 
 def _frozen(call, x):
@@ -135,12 +125,17 @@ def _measure(args):
              for name, model in models.items()}
     x = tf.random.stateless_uniform(spec.shape, [0, 1])
   else:
-    network = generator if args.network == "generator" else restorer
-    x = _inputs(network, args.batch_size, size)
+    # One network on a random batch on [-1, 1], run as the cascade runs it
+    # (`cascade.forward`: a mask-channel generator gets a hole mask too).
+    x = tf.random.stateless_uniform([args.batch_size, size, size, 3], [0, 1], -1.0, 1.0)
+    mask = tf.cast(tf.random.stateless_uniform([args.batch_size, size, size, 1], [0, 2]) > 0.7,
+                   tf.float32)
     spec = tf.TensorSpec(x.shape, tf.float32)
-    calls = {name: tf.function(lambda t, m=model: tf.cast(m(t, training=False), tf.float32),
-                               input_signature=[spec])
-             for name, model in copies(network).items()}
+    role, output = (("generator", "inpainted") if args.network == "generator"
+                    else ("restorer", "restored"))
+    calls = {name: tf.function(lambda t, m=model: tf.cast(cascade_lib.forward(
+        t, mask=mask, training=False, **{role: m})[output], tf.float32), input_signature=[spec])
+             for name, model in copies(generator if role == "generator" else restorer).items()}
   if args.frozen:
     calls["folded_frozen"] = _frozen(calls["folded"], x)
   with tempfile.TemporaryDirectory(prefix="cascade_infer_ab_") as workdir:

@@ -184,11 +184,12 @@ def format_op_profile(seconds: dict[str, float], top: int = 15) -> str:
 @contextlib.contextmanager
 def batch_norm_kind(fused: bool):
   """Steps traced inside train batch norm with the fused kernel or with Keras' operations."""
+  previous = layers_lib.FusedBatchNorm.enabled
   layers_lib.FusedBatchNorm.enabled = fused
   try:
     yield
   finally:
-    layers_lib.FusedBatchNorm.enabled = True
+    layers_lib.FusedBatchNorm.enabled = previous
 
 
 def batch_norm_ab(cfg, rows: list[str], batch_size: int, precision: str, jit_compile: str,
