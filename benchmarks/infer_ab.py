@@ -3,8 +3,12 @@
     python benchmarks/infer_ab.py --preset=paper --batch_size=8 --rounds=30
     python benchmarks/infer_ab.py --precision=mixed_bfloat16   # + folded_float32_weights
 
-Builds one cascade (batch-norm statistics randomised, so folding has real
-work to do) and runs, on the same batch, these ways of using it:
+Builds one cascade (batch-norm statistics and every bias randomised, so that
+folding has real work to do and no bias is the all-zero tensor a freshly
+built layer holds: Grappler's constant folding deletes the addition of an
+all-zero constant, which in a frozen graph would leave convolution and
+activation unfused where a trained network's would fuse) and runs, on the
+same batch, these ways of using it:
 
 * `plain`: the Keras cascade with its batch-norm layers (training=False);
 * `folded`: the same with batch norm folded into the convolutions
@@ -30,6 +34,9 @@ variable turned into a constant (`convert_variables_to_constants_v2`), as
 a frozen inference graph would run (oneDNN may keep a constant kernel in
 its blocked layout instead of reordering it at every call; TensorFlow's
 fusion of convolution, bias and activation may not happen there).
+
+`--weights=pretrained` times the shipped cascade's networks
+(`cascade_tf.pretrained`, the `photo` preset) instead of randomised ones.
 
 It checks that they agree, then calls each once per round, in a rotating
 order, all in one process. Machine noise on a shared 2-core host drifts
@@ -62,6 +69,7 @@ from tensorflow.python.framework import convert_to_constants  # pylint: disable=
 
 from benchmarks import bench
 from cascade_tf import config as config_lib
+from cascade_tf import pretrained
 from cascade_tf import ranges
 from cascade_tf import runtime
 from cascade_tf import serving
@@ -84,6 +92,13 @@ def _randomise_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
       layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
 
 
+def _randomise_biases(model: keras.Model, rng: np.random.Generator) -> None:
+  for layer in model.layers:
+    bias = getattr(layer, "bias", None)
+    if bias is not None:
+      bias.assign(rng.normal(0, 0.05, bias.shape).astype(bias.dtype))
+
+
 def _quartiles(values):
   q = statistics.quantiles(values, n=4)
   return q[0], statistics.median(values), q[2]
@@ -97,13 +112,19 @@ def _frozen(call, x):
 
 def _measure(args):
   """{path: images/s per round}, {path: max |output - plain|}: the paths side by side."""
-  cfg = config_lib.get_preset(args.preset)
+  if args.weights == "pretrained":
+    shipped = pretrained.load()
+    cfg, generator, restorer = shipped.config, shipped.generator, shipped.restorer
+  else:
+    cfg = config_lib.get_preset(args.preset)
+    keras.utils.set_random_seed(0)
+    generator = build_generator(cfg.generator, cfg.data.image_size)
+    restorer = build_restorer(cfg.restorer, cfg.data.image_size)
+    rng = np.random.default_rng(0)
+    for network in (generator, restorer):
+      _randomise_batch_norm(network, rng)
+      _randomise_biases(network, rng)
   size = cfg.data.image_size
-  keras.utils.set_random_seed(0)
-  generator, restorer = build_generator(cfg.generator, size), build_restorer(cfg.restorer, size)
-  rng = np.random.default_rng(0)
-  _randomise_batch_norm(generator, rng)
-  _randomise_batch_norm(restorer, rng)
   mixed = args.precision.startswith("mixed_")
 
   def copies(network):
@@ -115,7 +136,7 @@ def _measure(args):
 
   if args.network == "cascade":
     spec = tf.TensorSpec([args.batch_size, size, size, 3], tf.float32)
-    models = {name: build_cascade(g, r) for (name, g), r in
+    models = {name: build_cascade(g, r, composite=cfg.generator.composite) for (name, g), r in
               zip(copies(generator).items(), copies(restorer).values())}
     # Every path takes [0, 1] images and returns the restored image in [0, 1].
     calls = {name: tf.function(
@@ -170,6 +191,9 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--network", default="cascade", choices=("cascade", "generator",
                                                                 "restorer"),
                       help="Time the cascade, or one of its networks alone.")
+  parser.add_argument("--weights", default="random", choices=("random", "pretrained"),
+                      help="Randomised networks of --preset, or the shipped cascade's "
+                           "(its own preset, photo; --preset is then ignored).")
   parser.add_argument("--frozen", action="store_true",
                       help="Add folded_frozen: the folded graph with its variables as constants.")
   args = parser.parse_args(argv)
@@ -181,7 +205,8 @@ def main(argv: list[str]) -> int:
   # The cascade's outputs are images on [0, 1]; a network's are raw, on [-1, 1].
   scale = "[0, 1]" if args.network == "cascade" else "[-1, 1]"
   print(bench.machine_line())
-  print(f"preset {args.preset}, {args.network}, precision {args.precision}, "
+  preset = "photo (the shipped weights)" if args.weights == "pretrained" else args.preset
+  print(f"preset {preset}, {args.network}, precision {args.precision}, "
         f"batch {args.batch_size}, {args.rounds} rounds, TensorFlow {tf.__version__}; "
         f"max |output - plain| in {scale}: {json.dumps(differences)}\n")
   print("| path | img/s median | lower quartile | upper quartile | ratio to folded, per round "

@@ -302,3 +302,27 @@ def test_infer_ab_times_one_network_and_its_frozen_graph(capsys, network):
   assert max(differences.values()) < 1e-4  # Folded and frozen compute the same outputs.
   rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
   assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded", "| folded_frozen"]
+
+
+def test_infer_ab_randomises_every_bias():
+  # A freshly built layer's bias is all zeros, which Grappler's constant folding deletes from a
+  # frozen graph (and with it the convolution-bias-activation fusion a trained network gets).
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from benchmarks import infer_ab
+  cfg = config.get_preset("tiny")
+  generator = infer_ab.build_generator(cfg.generator, cfg.data.image_size)
+  biases = [layer.bias for layer in generator.layers if getattr(layer, "bias", None) is not None]
+  assert biases and not any(np.any(b.numpy()) for b in biases)
+  infer_ab._randomise_biases(generator, np.random.default_rng(0))
+  assert all(np.all(b.numpy() != 0) for b in biases)
+
+
+def test_infer_ab_times_the_shipped_cascade(capsys):
+  from benchmarks import infer_ab
+  assert infer_ab.main(["--weights=pretrained", "--batch_size=1", "--rounds=4", "--warmup=1",
+                        "--frozen"]) == 0
+  out = capsys.readouterr().out
+  assert "preset photo (the shipped weights), cascade," in out
+  differences = json.loads(out.split("[0, 1]: ", 1)[1].split("\n", 1)[0])
+  assert set(differences) == {"folded", "savedmodel", "folded_frozen"}
+  assert max(differences.values()) < 1e-4
