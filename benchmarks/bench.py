@@ -22,7 +22,13 @@ Rows (`stage`), by --mode:
   has random weights (same cost) at the preset's `loss.perceptual_size`.
 * infer: `infer_keras`, the Keras cascade (training=False, batch norm
   folded into the convolutions as `inference.load_workdir_cascade` does)
-  in a tf.function with a fixed input signature.
+  in a tf.function with a fixed input signature, frozen to constants as
+  `inference.Repairer` runs it (`inference.freeze`; not under XLA, and
+  `--nofreeze` keeps the variables). Its networks are untrained, but their
+  biases are set to small random values: an all-zero bias, as a freshly
+  built layer holds, is folded away in a frozen graph and takes the
+  convolution-bias-activation fusion with it, which a trained network
+  keeps.
 * export: `infer_savedmodel`, a freshly built (untrained) cascade exported
   with `cascade_tf.serving.export_savedmodel` and timed through its
   `serving_default` signature (input checks, padding and clipping included).
@@ -117,6 +123,7 @@ from absl import flags
 from absl import logging
 import cascade_tf  # Before TensorFlow: sets the package's oneDNN default.
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cascade_tf import cli
@@ -154,7 +161,8 @@ ROW_MODE = {**{n: "train" for n in TRAIN_ROWS}, **{n: "infer" for n in INFER_ROW
 ROW_KEYS = ("preset", "mode", "stage", "precision", "batch_size", "image_size", "img_per_s",
             "img_per_s_min", "img_per_s_max", "gflop_per_img", "gflops", "peak_fraction",
             "peak_rss_mb")
-SETTING_KEYS = ("precision_setting", "jit_compile", "fuse_critic", "fold_batch_norm", "onednn",
+SETTING_KEYS = ("precision_setting", "jit_compile", "fuse_critic", "fold_batch_norm", "freeze",
+                "onednn",
                 "threads_intra", "threads_inter", "timed_steps", "device", "peak_device_mb")
 
 
@@ -394,22 +402,35 @@ def _train_row(name: str, cfg: config_lib.Config, batch_size: int, policy: str,
   return full_step, batch_size, [critic_step, update]
 
 
+def randomise_biases(model: keras.Model, seed: int = 0) -> None:
+  """Gives every layer's bias small random values, as a trained network has (not all zeros)."""
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    bias = getattr(layer, "bias", None)
+    if bias is not None:
+      bias.assign(rng.normal(0, 0.05, bias.shape).astype(bias.dtype))
+
+
 def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool,
-               fold_batch_norm: bool = True):
+               fold_batch_norm: bool = True, freeze: bool = True):
   size = cfg.data.image_size
   generator, restorer = stages_lib.build_networks(cfg, ["generator", "restorer"]).values()
+  for seed, network in enumerate((generator, restorer)):
+    randomise_biases(network, seed)
   if fold_batch_norm:  # As inference.load_workdir_cascade builds it.
     generator, restorer = fold.fold_batch_norm(generator), fold.fold_batch_norm(restorer)
   model = cascade_lib.build_cascade(generator, restorer, composite=cfg.generator.composite)
   spec = tf.TensorSpec([batch_size, size, size, 3], tf.float32)
 
-  @tf.function(input_signature=[spec], jit_compile=jit_compile)
   def infer(images_01):
     out = model(cascade_lib.cascade_inputs(ranges.to_model(images_01)), training=False)
     return {k: ranges.from_model(v, clip=True) for k, v in out.items()}
 
+  # As inference.Repairer runs it; XLA compiles the variables' values in anyway.
+  infer = (inference.freeze(infer, spec) if freeze and not jit_compile else
+           tf.function(infer, input_signature=[spec], jit_compile=jit_compile))
   images = _random_batch(batch_size, size)["corrupted"]
-  return (lambda: infer(images)), batch_size, [infer]
+  return (lambda: infer(images)), batch_size, [infer]  # A frozen function cannot retrace.
 
 
 def _export_row(cfg: config_lib.Config, batch_size: int, workdir: str):
@@ -501,7 +522,7 @@ def _memory() -> tuple[float, float | None]:
 def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: str = "float32",
                 *, steps: int = 5, warmup: int = 2, jit_compile: bool | str | None = None,
                 fuse_critic: bool = False, data_batches: int = 10,
-                fold_batch_norm: bool = True,
+                fold_batch_norm: bool = True, freeze: bool = True,
                 peak_matmul_size: int = 4096,
                 peak_conv_shape: Sequence[int] = (8, 128, 256),
                 forward_flops: dict[str, int] | None = None) -> list[dict]:
@@ -523,6 +544,8 @@ def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: s
   # Inference folds batch norm (export always does, inference.load_workdir_cascade).
   settings["fold_batch_norm"] = (fold_batch_norm if name in INFER_ROWS else
                                  True if name in EXPORT_ROWS else None)
+  # Inference runs frozen (inference.Repairer), unless compiled with XLA.
+  settings["freeze"] = (freeze and not jit_compile) if name in INFER_ROWS else None
   size = cfg.data.image_size
   gc.collect()
   _reset_gpu_peak()
@@ -552,7 +575,7 @@ def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: s
     if name in TRAIN_ROWS:
       fn, items, traced = _train_row(name, cfg, batch_size, policy, jit_compile, fuse_critic)
     elif name in INFER_ROWS:
-      fn, items, traced = _infer_row(cfg, batch_size, jit_compile, fold_batch_norm)
+      fn, items, traced = _infer_row(cfg, batch_size, jit_compile, fold_batch_norm, freeze)
     else:
       workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cascade_bench_"))
       fn, items, traced = _export_row(cfg, batch_size, workdir)
@@ -722,6 +745,8 @@ def define_flags() -> None:
   flags.DEFINE_boolean("fold_batch_norm", True, "infer_keras: fold batch norm into the "
                        "convolutions, as inference does (--nofold_batch_norm: the trained "
                        "layers as they are).")
+  flags.DEFINE_boolean("freeze", True, "infer_keras: run the cascade frozen to constants, as "
+                       "inference.Repairer does (not under XLA; --nofreeze: with variables).")
   flags.DEFINE_boolean("isolate", True, "Run every row in its own process (own peak RSS, no "
                        "state shared between rows).")
   flags.DEFINE_list("stages", None, "Only these rows of --mode (e.g. joint,critic).")
@@ -735,7 +760,7 @@ def define_flags() -> None:
 def _measure_kwargs() -> dict:
   return {"steps": FLAGS.steps, "warmup": FLAGS.warmup, "jit_compile": FLAGS.jit_compile,
           "fuse_critic": FLAGS.fuse_critic, "data_batches": FLAGS.data_batches,
-          "fold_batch_norm": FLAGS.fold_batch_norm,
+          "fold_batch_norm": FLAGS.fold_batch_norm, "freeze": FLAGS.freeze,
           "peak_matmul_size": FLAGS.peak_matmul_size,
           "peak_conv_shape": tuple(int(v) for v in FLAGS.peak_conv_shape)}
 

@@ -30,10 +30,9 @@ precision), so it is left out then.
 (its plain, folded and, under a mixed policy, float32-weight copies, on a
 random batch of its input; no SavedModel), to see which one the time goes
 to. `--frozen` adds `folded_frozen`: the folded call's graph with every
-variable turned into a constant (`convert_variables_to_constants_v2`), as
-a frozen inference graph would run (oneDNN may keep a constant kernel in
-its blocked layout instead of reordering it at every call; TensorFlow's
-fusion of convolution, bias and activation may not happen there).
+variable turned into a constant (`inference.freeze`), as
+`inference.Repairer` runs it (oneDNN keeps a constant kernel in its
+blocked layout instead of reordering it at every call).
 
 `--weights=pretrained` times the shipped cascade's networks
 (`cascade_tf.pretrained`, the `photo` preset) instead of randomised ones.
@@ -65,10 +64,10 @@ import cascade_tf  # noqa: F401  Before TensorFlow: the package's oneDNN default
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import convert_to_constants  # pylint: disable=g-direct-tensorflow-import
 
 from benchmarks import bench
 from cascade_tf import config as config_lib
+from cascade_tf import inference
 from cascade_tf import pretrained
 from cascade_tf import ranges
 from cascade_tf import runtime
@@ -92,22 +91,9 @@ def _randomise_batch_norm(model: keras.Model, rng: np.random.Generator) -> None:
       layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
 
 
-def _randomise_biases(model: keras.Model, rng: np.random.Generator) -> None:
-  for layer in model.layers:
-    bias = getattr(layer, "bias", None)
-    if bias is not None:
-      bias.assign(rng.normal(0, 0.05, bias.shape).astype(bias.dtype))
-
-
 def _quartiles(values):
   q = statistics.quantiles(values, n=4)
   return q[0], statistics.median(values), q[2]
-
-
-def _frozen(call, x):
-  """`call` (a tf.function of one tensor) with its variables turned into constants."""
-  frozen = convert_to_constants.convert_variables_to_constants_v2(call.get_concrete_function(x))
-  return lambda t: tf.nest.flatten(frozen(t))[0]
 
 
 def _measure(args):
@@ -123,7 +109,8 @@ def _measure(args):
     rng = np.random.default_rng(0)
     for network in (generator, restorer):
       _randomise_batch_norm(network, rng)
-      _randomise_biases(network, rng)
+    for seed, network in enumerate((generator, restorer)):
+      bench.randomise_biases(network, seed)
   size = cfg.data.image_size
   mixed = args.precision.startswith("mixed_")
 
@@ -158,7 +145,7 @@ def _measure(args):
         t, mask=mask, training=False, **{role: m})[output], tf.float32), input_signature=[spec])
              for name, model in copies(generator if role == "generator" else restorer).items()}
   if args.frozen:
-    calls["folded_frozen"] = _frozen(calls["folded"], x)
+    calls["folded_frozen"] = inference.freeze(calls["folded"], spec)
   with tempfile.TemporaryDirectory(prefix="cascade_infer_ab_") as workdir:
     if not mixed and args.network == "cascade":
       serve = bench.export_and_load(cfg, generator, restorer, workdir, serving)

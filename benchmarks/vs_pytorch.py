@@ -119,7 +119,8 @@ def _torch_row(cfg, option, row, mode, precision, batch_size, image_size, rates,
 
 def _project_option(row: dict) -> str:
   auto = " (auto)" if row.get("precision_setting") == bench.AUTO else ""
-  return f"{row['precision']}{auto}, XLA {'on' if row['jit_compile'] else 'off'}"
+  frozen = ", frozen" if row.get("freeze") else ""
+  return f"{row['precision']}{auto}, XLA {'on' if row['jit_compile'] else 'off'}{frozen}"
 
 
 def _resolved_precisions(precisions: Sequence[str]) -> list[str]:

@@ -304,16 +304,16 @@ def test_infer_ab_times_one_network_and_its_frozen_graph(capsys, network):
   assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded", "| folded_frozen"]
 
 
-def test_infer_ab_randomises_every_bias():
+def test_bench_randomises_every_bias():
   # A freshly built layer's bias is all zeros, which Grappler's constant folding deletes from a
   # frozen graph (and with it the convolution-bias-activation fusion a trained network gets).
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from benchmarks import infer_ab
+  from cascade_tf.models import build_generator  # pylint: disable=g-import-not-at-top
   cfg = config.get_preset("tiny")
-  generator = infer_ab.build_generator(cfg.generator, cfg.data.image_size)
+  generator = build_generator(cfg.generator, cfg.data.image_size)
   biases = [layer.bias for layer in generator.layers if getattr(layer, "bias", None) is not None]
   assert biases and not any(np.any(b.numpy()) for b in biases)
-  infer_ab._randomise_biases(generator, np.random.default_rng(0))
+  bench.randomise_biases(generator)
   assert all(np.all(b.numpy() != 0) for b in biases)
 
 

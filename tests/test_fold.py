@@ -152,3 +152,26 @@ def test_folded_copy_stores_a_mixed_policys_weights_in_its_compute_dtype(preset)
       np.testing.assert_array_equal(folded(x, training=False).numpy(),
                                     kept(x, training=False).numpy())
       assert _cast_ops(folded, x) < _cast_ops(kept, x)
+
+
+def test_freeze_keeps_the_weights_of_the_moment_and_the_output_structure():
+  """inference.freeze: the folded restorer as a frozen graph computes what it computed, for any
+  batch and size, and its weights are constants (a later change to the variables is not seen)."""
+  from cascade_tf import inference  # pylint: disable=g-import-not-at-top
+  cfg = config.get_preset("tiny")
+  restorer = fold.fold_batch_norm(build_restorer(cfg.restorer, None))
+  frozen = inference.freeze(lambda x: {"out": restorer(x, training=False)},
+                            tf.TensorSpec([None, None, None, 3], tf.float32))
+  rng = np.random.default_rng(0)
+  inputs = [rng.uniform(-1, 1, shape).astype("float32") for shape in ((1, 32, 64, 3),
+                                                                        (3, 32, 32, 3))]
+  expected = [restorer(x, training=False).numpy() for x in inputs]
+  for x, want in zip(inputs, expected):
+    got = frozen(tf.constant(x))
+    assert set(got) == {"out"}
+    np.testing.assert_allclose(got["out"].numpy(), want, atol=1e-5)
+  for w in restorer.weights:
+    w.assign(tf.zeros_like(w))
+  assert np.abs(restorer(inputs[0], training=False).numpy() - expected[0]).max() > 1e-3
+  np.testing.assert_allclose(frozen(tf.constant(inputs[0]))["out"].numpy(), expected[0],
+                             atol=1e-5)

@@ -14,6 +14,7 @@ import tensorflow as tf
 from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import pretrained
+from cascade_tf import ranges
 from cascade_tf import weights_io
 from cascade_tf.models import cascade
 from tests import workdirs
@@ -274,3 +275,23 @@ def test_combine_averages_several_generators_of_one_architecture(tmp_path):
   with pytest.raises(ValueError, match=f"--generator: pretrained's generator .* is not "
                                        f"{sources[0]}'s"):
     inference.combine(f"{sources[0]},pretrained", sources[0], str(tmp_path / "bad"))
+
+
+def test_repairer_runs_the_shipped_cascade_frozen_at_any_size():
+  """inference.Repairer runs the cascade as a frozen graph: it computes what the Keras model
+  computes, for any batch and size, masks or not."""
+  repairer = inference.Repairer(pretrained.NAME)
+  assert repairer.kind == "workdir"
+  rng = np.random.default_rng(0)
+  for shape in ((1, 64, 96), (2, 32, 32)):
+    images = rng.uniform(0, 1, shape + (3,)).astype(np.float32)
+    masks = np.zeros(shape + (1,), np.float32)
+    masks[:, 8:24, 8:24] = 1.0
+    for m in (None, masks):
+      got = repairer(images, m)
+      raw = repairer._model(cascade.cascade_inputs(
+          ranges.to_model(images), np.zeros_like(masks) if m is None else m), training=False)
+      for name in ("inpainted", "restored"):
+        assert got[name].shape == shape + (3,)
+        np.testing.assert_allclose(got[name].numpy(),
+                                   ranges.from_model(raw[name], clip=True).numpy(), atol=1e-5)
