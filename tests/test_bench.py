@@ -81,6 +81,14 @@ def test_xla_setting_reaches_the_training_rows_only(cfg):
   _check_row(by_stage["pretrain"], cfg, "pretrain")
 
 
+def test_inference_row_runs_frozen_as_the_repairer_does_unless_compiled(cfg):
+  assert bench.measure_row("infer_keras", cfg, 2, **FAST)[0]["freeze"] is True
+  assert bench.measure_row("infer_keras", cfg, 2, freeze=False, **FAST)[0]["freeze"] is False
+  compiled = bench.measure_row("infer_keras", cfg, 2, jit_compile="on", **FAST)[0]
+  assert compiled["jit_compile"] is True and compiled["freeze"] is False
+  assert bench.measure_row("pretrain", cfg, 2, **FAST)[0]["freeze"] is None
+
+
 def test_inference_data_and_peak_rows(cfg):
   rows = bench.measure_rows(
       cfg, "all", 2, stages=["infer_keras", "infer_savedmodel", "data_joint", "peak_matmul",
@@ -186,30 +194,33 @@ def test_compare_settings_tabulates_runs_fastest_first(tmp_path):
     compare_settings.load_rows([str(tmp_path / "bad.json")], None)
 
 
-def test_infer_ab_times_the_three_inference_paths(capsys):
+def _infer_ab(capsys, *flags):
+  """Runs benchmarks/infer_ab.py: its output, {path: max |output - plain|}, its table's rows."""
   from benchmarks import infer_ab
-  assert infer_ab.main(["--preset=tiny", "--batch_size=2", "--rounds=4", "--warmup=1"]) == 0
+  assert infer_ab.main(["--rounds=4", "--warmup=1", *flags]) == 0
   out = capsys.readouterr().out
-  differences = json.loads(out.split("[0, 1]: ", 1)[1].split("\n", 1)[0])
+  differences = json.loads(out.split("max |output - plain| in ", 1)[1].split(": ", 1)[1]
+                           .split("\n", 1)[0])
+  rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+  return out, differences, rows
+
+
+def test_infer_ab_times_the_three_inference_paths(capsys):
+  _, differences, rows = _infer_ab(capsys, "--preset=tiny", "--batch_size=2")
   assert set(differences) == {"folded", "savedmodel"}
   assert max(differences.values()) < 1e-5  # All three paths compute the same images.
-  rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
   assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded", "| savedmodel"]
   assert rows[1].endswith("| 1.000 [1.000–1.000] |")
 
 
 def test_infer_ab_under_a_mixed_policy_times_the_folded_copy_with_float32_weights(capsys):
-  from benchmarks import infer_ab
-  assert infer_ab.main(["--preset=tiny", "--batch_size=2", "--rounds=4", "--warmup=1",
-                        "--precision=mixed_bfloat16"]) == 0
-  out = capsys.readouterr().out
+  out, differences, rows = _infer_ab(capsys, "--preset=tiny", "--batch_size=2",
+                                     "--precision=mixed_bfloat16")
   assert "precision mixed_bfloat16" in out
-  differences = json.loads(out.split("[0, 1]: ", 1)[1].split("\n", 1)[0])
   assert set(differences) == {"folded", "folded_float32_weights"}  # No float32 SavedModel.
   # Weights stored in bfloat16 compute what the per-call casts computed.
   assert differences["folded"] == differences["folded_float32_weights"]
   assert differences["folded"] < 0.05  # Folding under bfloat16: rounding only.
-  rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
   assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded",
                                                    "| folded_float32_weights"]
 
@@ -292,15 +303,11 @@ def test_winograd_convolution_matches_conv2d(capsys):
 
 @pytest.mark.parametrize("network", ["generator", "restorer"])
 def test_infer_ab_times_one_network_and_its_frozen_graph(capsys, network):
-  from benchmarks import infer_ab
-  assert infer_ab.main(["--preset=tiny", "--batch_size=2", "--rounds=4", "--warmup=1",
-                        f"--network={network}", "--frozen"]) == 0
-  out = capsys.readouterr().out
-  assert f"preset tiny, {network}," in out
-  differences = json.loads(out.split("[-1, 1]: ", 1)[1].split("\n", 1)[0])
+  out, differences, rows = _infer_ab(capsys, "--preset=tiny", "--batch_size=2",
+                                     f"--network={network}", "--frozen")
+  assert f"preset tiny, {network}," in out and "in [-1, 1]: " in out
   assert set(differences) == {"folded", "folded_frozen"}  # A network alone: no SavedModel.
   assert max(differences.values()) < 1e-4  # Folded and frozen compute the same outputs.
-  rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
   assert [row.split(" | ")[0] for row in rows] == ["| plain", "| folded", "| folded_frozen"]
 
 
@@ -318,11 +325,7 @@ def test_bench_randomises_every_bias():
 
 
 def test_infer_ab_times_the_shipped_cascade(capsys):
-  from benchmarks import infer_ab
-  assert infer_ab.main(["--weights=pretrained", "--batch_size=1", "--rounds=4", "--warmup=1",
-                        "--frozen"]) == 0
-  out = capsys.readouterr().out
+  out, differences, _ = _infer_ab(capsys, "--weights=pretrained", "--batch_size=1", "--frozen")
   assert "preset photo (the shipped weights), cascade," in out
-  differences = json.loads(out.split("[0, 1]: ", 1)[1].split("\n", 1)[0])
   assert set(differences) == {"folded", "savedmodel", "folded_frozen"}
   assert max(differences.values()) < 1e-4
