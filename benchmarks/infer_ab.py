@@ -31,7 +31,7 @@ precision), so it is left out then.
 random batch of its input; no SavedModel), to see which one the time goes
 to. `--frozen` adds `folded_frozen`: the folded call's graph with every
 variable turned into a constant (`inference.freeze`), as
-`inference.Repairer` runs it (oneDNN keeps a constant kernel in its
+`inference.Repairer` runs it (oneDNN can keep a constant kernel in its
 blocked layout instead of reordering it at every call).
 
 `--weights=pretrained` times the shipped cascade's networks
