@@ -162,8 +162,8 @@ ROW_KEYS = ("preset", "mode", "stage", "precision", "batch_size", "image_size", 
             "img_per_s_min", "img_per_s_max", "gflop_per_img", "gflops", "peak_fraction",
             "peak_rss_mb")
 SETTING_KEYS = ("precision_setting", "jit_compile", "fuse_critic", "fold_batch_norm", "freeze",
-                "onednn",
-                "threads_intra", "threads_inter", "timed_steps", "device", "peak_device_mb")
+                "onednn", "threads_intra", "threads_inter", "timed_steps", "device",
+                "peak_device_mb")
 
 
 def plan_rows(mode: str, stages: Sequence[str] | None = None) -> list[str]:

@@ -107,9 +107,8 @@ def _measure(args):
     generator = build_generator(cfg.generator, cfg.data.image_size)
     restorer = build_restorer(cfg.restorer, cfg.data.image_size)
     rng = np.random.default_rng(0)
-    for network in (generator, restorer):
-      _randomise_batch_norm(network, rng)
     for seed, network in enumerate((generator, restorer)):
+      _randomise_batch_norm(network, rng)
       bench.randomise_biases(network, seed)
   size = cfg.data.image_size
   mixed = args.precision.startswith("mixed_")
