@@ -53,6 +53,9 @@ flags.DEFINE_string("baselines", evaluate_lib.DEFAULT,
                     "(may include 'default').")
 flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " Workdirs and pretrained; "
                      "a SavedModel runs as exported.")
+flags.DEFINE_bool("freeze", True, "Run workdirs and pretrained as frozen graphs, their weights "
+                  "constants (as restore.py does; up to 1.1x faster on a CPU); --nofreeze keeps "
+                  "the variables. A SavedModel runs as exported.")
 flags.DEFINE_integer("max_images", None, "Score only the first N test images (default: all).")
 flags.DEFINE_integer("batch_size", 16, "Images per batch of the models.")
 flags.DEFINE_string("output_dir", "results", "Where results.json, results.md and the "
@@ -96,8 +99,9 @@ def main(argv):
         baselines=cli.parse_list(FLAGS.baselines, "--baselines"),
         max_images=FLAGS.max_images, batch_size=FLAGS.batch_size,
         strategy=cfg.train.strategy, mixed_precision=cfg.train.mixed_precision,
-        self_ensemble=FLAGS.self_ensemble, tune_baselines=FLAGS.tune_baselines,
-        tune_images=FLAGS.tune_images, knn_train_images=FLAGS.knn_train_images,
+        self_ensemble=FLAGS.self_ensemble, freeze=FLAGS.freeze,
+        tune_baselines=FLAGS.tune_baselines, tune_images=FLAGS.tune_images,
+        knn_train_images=FLAGS.knn_train_images,
         timing=FLAGS.timing, figure_images=FLAGS.figure_images,
         dump_inputs=FLAGS.dump_inputs,
         externals=evaluate_lib.parse_externals(FLAGS.external))

@@ -34,6 +34,9 @@ flags.DEFINE_integer("max_pixels", serving.DEFAULT_MAX_PIXELS,
                      "UNSAFE behind a public server (one request can exhaust its memory).")
 flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " Baked into every "
                      "signature, so every request pays it.")
+flags.DEFINE_bool("freeze", False, "Write the weights as constants of the graph instead of "
+                  "variables (inference.freeze): no variables/ to restore, one graph that "
+                  "TensorFlow can optimise with its weights; see docs/serving.md.")
 FLAGS = flags.FLAGS
 
 
@@ -44,7 +47,7 @@ def main(argv):
   try:
     path = serving.export_savedmodel(workdir, FLAGS.export_dir, FLAGS.version,
                                      max_pixels=FLAGS.max_pixels,
-                                     self_ensemble=FLAGS.self_ensemble)
+                                     self_ensemble=FLAGS.self_ensemble, freeze=FLAGS.freeze)
   except ValueError as e:
     print(f"export.py: error: {e}", file=sys.stderr)
     sys.exit(1)

@@ -446,15 +446,19 @@ def _export_row(cfg: config_lib.Config, batch_size: int, workdir: str):
   return (lambda: serve(images=images)), batch_size, []
 
 
-def export_and_load(cfg: config_lib.Config, generator, restorer, workdir: str, serving):
+def export_and_load(cfg: config_lib.Config, generator, restorer, workdir: str, serving,
+                    freeze: bool = False):
   """Exports these networks as export.py would and returns the loaded serving_default.
 
   Writes the layout inference.load_workdir_cascade reads into `workdir`
   (config.json and a `joint` checkpoint holding the generator and the
-  restorer), then `serving.export_savedmodel` into `workdir`/export.
+  restorer) unless it is there already, then `serving.export_savedmodel`
+  (frozen with `freeze`, as export.py --freeze) as a new version of
+  `workdir`/export.
   """
-  inference.write_workdir(workdir, cfg, generator, restorer)
-  path = serving.export_savedmodel(workdir, os.path.join(workdir, "export"))
+  if not tf.io.gfile.exists(os.path.join(workdir, "config.json")):
+    inference.write_workdir(workdir, cfg, generator, restorer)
+  path = serving.export_savedmodel(workdir, os.path.join(workdir, "export"), freeze=freeze)
   return tf.saved_model.load(path).signatures[serving.SIGNATURE_IMAGES]
 
 

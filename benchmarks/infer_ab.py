@@ -32,7 +32,9 @@ random batch of its input; no SavedModel), to see which one the time goes
 to. `--frozen` adds `folded_frozen`: the folded call's graph with every
 variable turned into a constant (`inference.freeze`), as
 `inference.Repairer` runs it (oneDNN can keep a constant kernel in its
-blocked layout instead of reordering it at every call).
+blocked layout instead of reordering it at every call), and, for the
+cascade in float32, `savedmodel_frozen`: the export with `export.py
+--freeze`.
 
 `--weights=pretrained` times the shipped cascade's networks
 (`cascade_tf.pretrained`, the `photo` preset) instead of randomised ones.
@@ -149,6 +151,10 @@ def _measure(args):
     if not mixed and args.network == "cascade":
       serve = bench.export_and_load(cfg, generator, restorer, workdir, serving)
       calls["savedmodel"] = lambda t: serve(images=t)["restored"]
+      if args.frozen:
+        serve_frozen = bench.export_and_load(cfg, generator, restorer, workdir, serving,
+                                             freeze=True)
+        calls["savedmodel_frozen"] = lambda t: serve_frozen(images=t)["restored"]
     outputs = {name: call(x).numpy() for name, call in calls.items()}
     differences = {name: float(np.abs(out - outputs["plain"]).max())
                    for name, out in outputs.items() if name != "plain"}
@@ -181,7 +187,8 @@ def main(argv: list[str]) -> int:
                       help="Randomised networks of --preset, or the shipped cascade's "
                            "(its own preset, photo; --preset is then ignored).")
   parser.add_argument("--frozen", action="store_true",
-                      help="Add folded_frozen: the folded graph with its variables as constants.")
+                      help="Add folded_frozen: the folded graph with its variables as constants "
+                           "(and savedmodel_frozen: the export frozen likewise).")
   args = parser.parse_args(argv)
   if args.rounds < 4 or args.batch_size < 1:
     raise SystemExit(f"--rounds={args.rounds} must be >= 4 and --batch_size >= 1.")

@@ -12,7 +12,8 @@ the CPU as docs/benchmarks.md measures).
 SavedModel version directory behind one call on [0, 1] images, so
 evaluation and the restore command treat both alike. For a workdir (or
 `pretrained`) it runs the cascade as a frozen graph (`freeze`), its weights
-constants: up to 1.1x faster on the CPU.
+constants: up to 1.1x faster on the CPU; `evaluate.py` freezes its
+networks likewise.
 """
 
 from __future__ import annotations
@@ -331,7 +332,7 @@ def freeze(fn, *specs: tf.TensorSpec):
   frozen; later changes to the variables do not reach it. Paired on two
   CPUs (docs/benchmarks.md, "Frozen inference graphs"), the `paper`
   generator ran 1.2x (float32, AVX2) and 1.4x (bfloat16) faster frozen, the
-  `paper` cascade 1.1x, the shipped cascade as fast as before; that fits
+  `paper` cascade 1.0-1.1x, the shipped cascade as fast as before; that fits
   oneDNN keeping a constant kernel in its blocked layout where it reorders
   a variable's at every call. A bias that is exactly zero everywhere, as a
   freshly built layer's, is folded away as a constant, and the convolution

@@ -75,6 +75,9 @@ DEFAULT_MAX_PIXELS = 2 ** 24
 # Inputs may overshoot [0, 1] by this much (rounding) before they are
 # rejected; it catches 0-255 pixels sent by mistake.
 _RANGE_TOLERANCE = 0.01
+# What the cascade runs on inside the signatures: [-1, 1] images and their masks.
+_CASCADE_SPECS = (tf.TensorSpec([None, None, None, 3], tf.float32),
+                  tf.TensorSpec([None, None, None, 1], tf.float32))
 
 
 # --------------------------------------------------------------------------
@@ -91,11 +94,15 @@ class CascadeModule:
   """
 
   def __init__(self, cascade: keras.Model, multiple: int, max_pixels: int,
-               hole_fill: float = 0.5):
+               hole_fill: float = 0.5, freeze: bool = False):
     self.cascade = cascade
     self.multiple = multiple
     self.max_pixels = max_pixels
     self.hole_fill = hole_fill
+    run = lambda corrupted, masks: cascade(cascade_lib.cascade_inputs(corrupted, masks),
+                                           training=False)
+    # Frozen, every signature calls one graph whose weights are constants.
+    self._run = inference.freeze(run, *_CASCADE_SPECS) if freeze else run
 
   def _check_masks(self, masks, images, mask_name):
     """The masks [B, H, W, 1] of `images`, binarised (> 0.5 is the hole), or an
@@ -173,8 +180,9 @@ class CascadeModule:
         images = images * (1.0 - masks) + self.hole_fill * masks
         masks = tf.pad(masks, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
       padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="REFLECT")
-    out = self.cascade(cascade_lib.cascade_inputs(ranges.to_model(padded), masks),
-                       training=False)
+    if masks is None:
+      masks = tf.zeros_like(padded[..., :1])  # No pixel is a hole.
+    out = self._run(ranges.to_model(padded), masks)
     return {name: ranges.from_model(out[name][:, :height, :width, :], clip=True)
             for name in OUTPUTS}
 
@@ -305,7 +313,8 @@ def encode_png(image_01):
 
 
 def export_savedmodel(workdir: str, export_dir: str, version: int | None = None, *,
-                      max_pixels: int = DEFAULT_MAX_PIXELS, self_ensemble: int = 1) -> str:
+                      max_pixels: int = DEFAULT_MAX_PIXELS, self_ensemble: int = 1,
+                      freeze: bool = False) -> str:
   """Exports the cascade of `workdir` as `<export_dir>/<version>/`.
 
   Args:
@@ -323,6 +332,10 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
     self_ensemble: every signature runs each network on this many
       symmetries of its input and averages (`cascade.forward`): n times the
       compute; recorded in the provenance.
+    freeze: write the weights as constants of the signatures' graph
+      (`inference.freeze`) rather than as variables: the SavedModel has no
+      variables to restore and TensorFlow optimises the graph with the
+      weights in it; recorded in the provenance as `frozen`.
 
   Returns:
     The path of the new version folder.
@@ -352,13 +365,15 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
   # A hidden, non-numeric name: TF Serving ignores it while it is written.
   temp_path = os.path.join(export_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
   multiple = loaded.config.size_multiple()
-  module = CascadeModule(loaded.model, multiple, max_pixels, loaded.config.data.hole_fill)
+  module = CascadeModule(loaded.model, multiple, max_pixels, loaded.config.data.hole_fill,
+                         freeze=freeze)
   # Keras' export archive, not tf.saved_model.save of a tf.Module: the
   # archive lists the variables the functions use where the MetaGraph's
   # saver finds them, so that TF Serving's session-based loader
   # (LoadSavedModel, also behind `saved_model_cli run`) restores them.
   archive = keras.export.ExportArchive()
-  archive.track(loaded.model)
+  if not freeze:
+    archive.track(loaded.model)
   archive.add_endpoint(SIGNATURE_IMAGES, module.serve_images, input_signature=[
       tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_IMAGES)])
   archive.add_endpoint(SIGNATURE_BYTES, module.serve_bytes, input_signature=[
@@ -380,6 +395,7 @@ def export_savedmodel(workdir: str, export_dir: str, version: int | None = None,
         "size_multiple_px": multiple,
         "max_pixels": max_pixels,
         "self_ensemble": self_ensemble,
+        "frozen": freeze,
         "min_side_px": multiple,
         "training_image_size_px": loaded.config.data.image_size,
         "hole_fill": loaded.config.data.hole_fill,

@@ -401,6 +401,20 @@ def test_self_ensemble_is_applied_recorded_and_refused_for_a_saved_model(workdir
         None)
 
 
+def test_frozen_and_variable_graphs_score_alike_and_are_recorded(workdir, reference_run):
+  frozen = reference_run[0]  # EvalOptions.freeze is on by default.
+  options = _options(models=evaluate_lib.model_specs(workdir=workdir), freeze=False)
+  variables = evaluate_lib.evaluate(config_lib.DataConfig(), options, None)
+  assert frozen["methods"]["cascade"]["frozen"] is True
+  assert variables["methods"]["cascade"]["frozen"] is False
+  ours, theirs = _strip_timing(frozen), _strip_timing(variables)
+  assert set(ours) == set(theirs)
+  for method, per_track in ours.items():
+    for track, row in per_track.items():
+      for key, value in row.items():
+        assert theirs[method][track][key] == pytest.approx(value, abs=1e-4), (method, track, key)
+
+
 def test_saved_model_scores_like_its_workdir(workdir, reference_run, tmp_path):
   loaded = inference.load_workdir_cascade(workdir)
 

@@ -340,11 +340,13 @@ def test_versions_increment_and_are_never_overwritten(exported, export_dir, work
   # A version folder that is there (even incomplete) is never reused.
   os.makedirs(os.path.join(export_dir, "7"))
   result = subprocess.run(
-      [sys.executable, "export.py", f"--workdir={workdir}", f"--export_dir={export_dir}"],
+      [sys.executable, "export.py", f"--workdir={workdir}", f"--export_dir={export_dir}",
+       "--freeze"],
       capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip().splitlines()[-1] == os.path.join(export_dir, "8")
+  assert inference.read_provenance(os.path.join(export_dir, "8"))["frozen"] is True
   assert sorted(os.listdir(export_dir)) == ["1", "7", "8"]
   assert Path(exported, "saved_model.pb").stat().st_mtime_ns == before
   assert inference.resolve_model(export_dir) == os.path.join(export_dir, "8")
@@ -475,3 +477,46 @@ def test_self_ensemble_export_matches_keras_and_is_recorded(workdir, exported, t
     inference.Repairer(path, self_ensemble=2)
   with pytest.raises(ValueError, match="--self_ensemble=3"):
     serving.export_savedmodel(workdir, str(tmp_path / "bad"), self_ensemble=3)
+
+
+def test_frozen_export_has_no_variables_and_serves_like_the_variable_one(workdir, exported,
+                                                                         loaded, tmp_path):
+  path = serving.export_savedmodel(workdir, str(tmp_path / "cascade"), freeze=True)
+  assert inference.read_provenance(path)["frozen"] is True
+  assert inference.read_provenance(exported)["frozen"] is False
+  frozen = tf.saved_model.load(path)
+  assert not frozen.variables and loaded.variables  # The weights are in the graph.
+  images = photo(45, 70)[None].astype(np.float32) / 255.0
+  masks = np.zeros([1, 45, 70, 1], np.float32)
+  masks[:, 5:20, 10:40] = 1.0
+  for signature, inputs in ((serving.SIGNATURE_IMAGES, {"images": images}),
+                            (serving.SIGNATURE_MASKED, {"images": images, "masks": masks})):
+    inputs = {name: tf.constant(value) for name, value in inputs.items()}
+    got, want = frozen.signatures[signature](**inputs), loaded.signatures[signature](**inputs)
+    for name in serving.OUTPUTS:
+      np.testing.assert_allclose(got[name].numpy(), want[name].numpy(), atol=1e-5,
+                                 err_msg=f"{signature}: {name}")
+  png = encode(photo(40, 50), "PNG")
+  got = frozen.signatures[serving.SIGNATURE_BYTES](images_bytes=tf.constant([png]))
+  want = loaded.signatures[serving.SIGNATURE_BYTES](images_bytes=tf.constant([png]))
+  for name in serving.OUTPUTS:
+    difference = (tf.io.decode_png(got[f"{name}_bytes"][0]).numpy().astype(int)
+                  - tf.io.decode_png(want[f"{name}_bytes"][0]).numpy().astype(int))
+    assert np.abs(difference).max() <= 1, name  # 8-bit rounding of equal floats
+  # Bad input is still refused with the signature's message.
+  with pytest.raises(tf.errors.InvalidArgumentError, match="expected float pixels in"):
+    frozen.signatures[serving.SIGNATURE_IMAGES](images=tf.constant(images * 255.0))
+  # TF Serving's session-based loader runs it too (nothing to restore).
+  np.save(tmp_path / "images.npy", images)
+  result = subprocess.run(
+      saved_model_cli() + ["run", "--dir", path, "--tag_set", "serve", "--signature_def",
+                           serving.SIGNATURE_IMAGES, "--inputs",
+                           f"images={tmp_path / 'images.npy'}", "--outdir",
+                           str(tmp_path / "out")],
+      capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  want = loaded.signatures[serving.SIGNATURE_IMAGES](images=tf.constant(images))
+  for name in serving.OUTPUTS:
+    np.testing.assert_allclose(np.load(tmp_path / "out" / f"{name}.npy"), want[name].numpy(),
+                               atol=1e-5, err_msg=name)

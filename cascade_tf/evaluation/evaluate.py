@@ -122,6 +122,11 @@ class EvalOptions:
       many symmetries of its input and average (`cascade.forward`; 1: as
       trained); recorded in each model's info. A SavedModel runs as it was
       exported (export.py --self_ensemble).
+    freeze: workdir and `pretrained` models run as frozen graphs, their
+      weights constants (`inference.freeze`, as `inference.Repairer` runs
+      them; False: with variables); recorded in each model's info as
+      `frozen`. The scores agree to float rounding (docs/benchmarks.md,
+      "Frozen inference graphs").
     tune_baselines: tune the baselines' params on `tune_images` training
       images per track instead of using the module defaults.
     tune_images: training images per track used for tuning.
@@ -147,6 +152,7 @@ class EvalOptions:
   strategy: str = "auto"
   mixed_precision: str = config_lib.AUTO
   self_ensemble: int = 1
+  freeze: bool = True
   tune_baselines: bool = False
   tune_images: int = 8
   knn_train_images: int = 200
@@ -381,19 +387,27 @@ def _check_model_path(spec: ModelSpec) -> None:
                      f"nor a SavedModel (no saved_model.pb).{hint}")
 
 
+# A model's inputs: images (or the generator's output) and their hole masks.
+_BATCH_SPECS = (tf.TensorSpec([None, None, None, 3], tf.float32),
+                tf.TensorSpec([None, None, None, 1], tf.float32))
+
+
 class _ModelRunner:
   """A loaded model that maps a numpy batch to its rows' outputs and times.
 
   Inference runs as `strategy.run` inside one tf.function per network: the
   batch is split across the replicas and the outputs gathered back in order.
+  A workdir's (or `pretrained`'s) networks run frozen when `freeze` is set:
+  each replica runs one graph whose weights are constants.
   """
 
   def __init__(self, spec: ModelSpec, strategy: tf.distribute.Strategy,
-               precision: str = "float32", self_ensemble: int = 1):
+               precision: str = "float32", self_ensemble: int = 1, freeze: bool = True):
     self.spec = spec
     self.strategy = strategy
     self.precision = precision
     self.self_ensemble = self_ensemble
+    self.freeze = freeze
     self.final_row = spec.name
     self.intermediate_row = spec.name + INTERMEDIATE_SUFFIX
     self.info: dict[str, Any] = {"kind": "model", "path": spec.path}
@@ -464,14 +478,22 @@ class _ModelRunner:
     generator, restorer = loaded.generator, loaded.restorer
     composite = loaded.config.generator.composite
     ensemble = self.self_ensemble
+    self.info["frozen"] = self.freeze
     # The cascade's `forward`, in two calls so that each row is timed: the
     # restorer takes the generator's raw [-1, 1] output, exactly as in the
     # cascade model; only the scored images are clipped to [0, 1].
-    self._generator = self._distributed(lambda images_01, masks: cascade_lib.forward(
+    fill = lambda images_01, masks: cascade_lib.forward(
         ranges.to_model(images_01), generator, mask=masks, composite=composite,
-        training=False, self_ensemble=ensemble)["inpainted"])
-    self._restorer = self._distributed(lambda inpainted, masks: cascade_lib.forward(
-        inpainted, restorer=restorer, training=False, self_ensemble=ensemble)["restored"])
+        training=False, self_ensemble=ensemble)["inpainted"]
+    restore = lambda inpainted, masks: cascade_lib.forward(
+        inpainted, restorer=restorer, training=False, self_ensemble=ensemble)["restored"]
+    if self.freeze:
+      # Frozen once, outside the replicas (a mirrored variable reads as its
+      # primary copy, which all copies equal); each replica runs the constants.
+      with self.strategy.scope():
+        fill, restore = (inference.freeze(fn, *_BATCH_SPECS) for fn in (fill, restore))
+    self._generator = self._distributed(fill)
+    self._restorer = self._distributed(restore)
     self._both = None
 
   def _distributed(self, fn):
@@ -490,8 +512,7 @@ class _ModelRunner:
       start = context.replica_id_in_sync_group * per_replica
       return fn(images[start:start + per_replica], masks[start:start + per_replica])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
-                                  tf.TensorSpec([None, None, None, 1], tf.float32)])
+    @tf.function(input_signature=_BATCH_SPECS)
     def step(images, masks):
       outputs = strategy.run(replica_fn, args=(images, masks))
       return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
@@ -937,7 +958,8 @@ def evaluate(data_cfg: config_lib.DataConfig, options: EvalOptions,
                          knn_available=wants_knn)
 
   strategy = runtime.make_strategy(options.strategy)
-  runners = [_ModelRunner(spec, strategy, options.mixed_precision, options.self_ensemble)
+  runners = [_ModelRunner(spec, strategy, options.mixed_precision, options.self_ensemble,
+                          options.freeze)
              for spec in options.models]
   for runner in runners:
     if not runner.has_restorer:
