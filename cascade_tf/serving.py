@@ -90,7 +90,8 @@ class CascadeModule:
   A plain holder of the Keras cascade and the export's constants; the
   SavedModel is written by `keras.export.ExportArchive` (see
   `export_savedmodel`), which tracks the model's variables so that both
-  loaders restore them.
+  loaders restore them. With `freeze` the signatures call the cascade
+  frozen (`inference.freeze`), and there are no variables to track.
   """
 
   def __init__(self, cascade: keras.Model, multiple: int, max_pixels: int,
