@@ -164,6 +164,17 @@ def _strip_timing(results):
           for method, per_track in results["results"].items()}
 
 
+def _assert_same_scores(ours, theirs, tolerance: float):
+  """The same rows and tracks in both results, every score within `tolerance`."""
+  ours, theirs = _strip_timing(ours), _strip_timing(theirs)
+  assert set(ours) == set(theirs)
+  for method, per_track in ours.items():
+    for track, row in per_track.items():
+      for key, value in row.items():
+        assert theirs[method][track][key] == pytest.approx(value, abs=tolerance), (
+            method, track, key)
+
+
 # --------------------------------------------------------------------------
 # Parsing what to score.
 
@@ -320,12 +331,7 @@ def test_two_runs_write_the_same_files_and_match_the_cli(workdir, reference_run,
   assert returncode == 0, stderr[-3000:]
   cli = json.loads((output_dir / "results.json").read_text())
   assert cli["protocol"]["device"]["replicas"] == 2
-  ours, theirs = _strip_timing(first), _strip_timing(cli)
-  assert set(ours) == set(theirs)
-  for method, per_track in ours.items():
-    for track, row in per_track.items():
-      for key, value in row.items():
-        assert theirs[method][track][key] == pytest.approx(value, abs=1e-3), (method, track, key)
+  _assert_same_scores(first, cli, 1e-3)
 
 
 def test_cli_end_to_end_on_samples(cli_run):
@@ -407,12 +413,7 @@ def test_frozen_and_variable_graphs_score_alike_and_are_recorded(workdir, refere
   variables = evaluate_lib.evaluate(config_lib.DataConfig(), options, None)
   assert frozen["methods"]["cascade"]["frozen"] is True
   assert variables["methods"]["cascade"]["frozen"] is False
-  ours, theirs = _strip_timing(frozen), _strip_timing(variables)
-  assert set(ours) == set(theirs)
-  for method, per_track in ours.items():
-    for track, row in per_track.items():
-      for key, value in row.items():
-        assert theirs[method][track][key] == pytest.approx(value, abs=1e-4), (method, track, key)
+  _assert_same_scores(frozen, variables, 1e-4)
 
 
 def test_saved_model_scores_like_its_workdir(workdir, reference_run, tmp_path):
