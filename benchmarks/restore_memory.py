@@ -4,6 +4,7 @@
     python benchmarks/restore_memory.py --model=pretrained --megapixels=12 --precisions=float32,auto
     python benchmarks/restore_memory.py --preset=cpu --megapixels=1,12 --tile_size=128
     python benchmarks/restore_memory.py --repo=/tmp/older_checkout   # another version's restore.py
+    python benchmarks/restore_memory.py --model=pretrained --megapixels=4 --self_ensembles=1,4,8
 
 Writes a seeded random cascade of `--preset` as a workdir (what the
 networks learnt does not change memory or time; their widths do), or uses
@@ -11,7 +12,8 @@ the shipped cascade (`--model=pretrained`), makes one JPEG photo per size
 (4:3, the astronaut photo of scikit-image scaled up, q90), and runs
 `restore.py` on each in a fresh process, as a user would, once per
 --precisions (restore.py's --mixed_precision; `auto` is shown with what it
-resolves to here). The peak resident memory of that process (`ru_maxrss`
+resolves to here) and per --self_ensembles (restore.py's --self_ensemble:
+each network run on N symmetries of each tile). The peak resident memory of that process (`ru_maxrss`
 from wait4) and its wall time are read for each photo, and for a 64 x 64
 image: that baseline is TensorFlow, the networks and one batch of tiles
 (and, for the time, starting Python and TensorFlow and loading the model),
@@ -22,6 +24,7 @@ difference per megapixel. Prints a Markdown table with the machine.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -42,6 +45,7 @@ from skimage import data as skimage_data
 from cascade_tf import config as config_lib
 from cascade_tf import inference
 from cascade_tf import runtime
+from cascade_tf.models import cascade as cascade_lib
 from cascade_tf.models import generator as generator_lib
 from cascade_tf.models import restorer as restorer_lib
 
@@ -89,6 +93,8 @@ def main(argv=None) -> int:
   parser.add_argument("--precisions", default="float32",
                       help="restore.py --mixed_precision values, comma-separated (e.g. "
                            "float32,auto)")
+  parser.add_argument("--self_ensembles", default="1",
+                      help="restore.py --self_ensemble values, comma-separated (e.g. 1,4,8)")
   parser.add_argument("--repo", default=_ROOT,
                       help="checkout whose restore.py is run (default: this one)")
   args = parser.parse_args(argv)
@@ -97,6 +103,15 @@ def main(argv=None) -> int:
   unknown = [p for p in precisions if p not in config_lib.PRECISIONS]
   if unknown or not precisions:
     parser.error(f"--precisions={args.precisions}: expected some of {config_lib.PRECISIONS}.")
+  values = [v.strip() for v in args.self_ensembles.split(",") if v.strip()]
+  if not all(v.isdigit() for v in values):
+    parser.error(f"--self_ensembles={args.self_ensembles}: expected integers, e.g. 1,4,8.")
+  try:
+    ensembles = [cascade_lib.check_self_ensemble(int(v), "--self_ensembles") for v in values]
+  except ValueError as error:
+    parser.error(str(error))
+  if not ensembles:
+    parser.error(f"--self_ensembles={args.self_ensembles}: name at least one.")
   extra = [f"--tile_size={args.tile_size}", f"--batch_size={args.batch_size}"]
   model, features = runtime.cpu_info()
   with tempfile.TemporaryDirectory() as tmp:
@@ -119,11 +134,13 @@ def main(argv=None) -> int:
       photo = os.path.join(tmp, f"photo_{megapixels:g}mp.jpg")
       photos.append((photo, *make_photo(photo, megapixels)))
     rows = []
-    for precision in precisions:
-      flags_ = extra + [f"--mixed_precision={precision}"]
+    for precision, ensemble in itertools.product(precisions, ensembles):
+      flags_ = extra + [f"--mixed_precision={precision}", f"--self_ensemble={ensemble}"]
       label = precision
       if precision == config_lib.AUTO:
         label = f"auto ({runtime.resolve_precision(precision, 'infer')[0]})"
+      if len(ensembles) > 1 or ensemble != 1:
+        label += f", self-ensemble {ensemble}"
       baseline, base_seconds, _ = run_restore(args.repo, small, source, os.path.join(tmp, "out"),
                                               flags_)
       for photo, width, height in photos:

@@ -366,3 +366,33 @@ def test_restore_rejects_bad_model_and_empty_input(workdir, tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(ValueError, match="No image files found"):
     restoring.restore_paths(workdir, [str(tmp_path / "empty")], str(tmp_path / "out"))
+
+
+def test_restore_memory_benchmark_runs_each_precision_and_self_ensemble(monkeypatch, capsys):
+  """benchmarks/restore_memory.py: one restore.py per precision x self-ensemble, each labelled.
+
+  restore.py itself is replaced by a recorder (each real run takes seconds;
+  the CLI is tested above), so this checks what the benchmark asks for.
+  """
+  from benchmarks import restore_memory
+  calls = []
+
+  def fake_run(repo, photo, workdir, output_dir, extra):
+    del repo, workdir, output_dir
+    calls.append((os.path.basename(photo), extra))
+    return 100.0 + 10.0 * len(calls), 1.0 + len(calls), ""
+
+  monkeypatch.setattr(restore_memory, "run_restore", fake_run)
+  assert restore_memory.main(["--megapixels=0.01", "--precisions=float32",
+                              "--self_ensembles=1,4"]) == 0
+  assert [(name, extra[-1]) for name, extra in calls] == [
+      ("small.png", "--self_ensemble=1"), ("photo_0.01mp.jpg", "--self_ensemble=1"),
+      ("small.png", "--self_ensemble=4"), ("photo_0.01mp.jpg", "--self_ensemble=4")]
+  rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| float32")]
+  assert [row.split(" | ")[0] for row in rows] == ["| float32, self-ensemble 1",
+                                                   "| float32, self-ensemble 4"]
+  for bad, message in (("3", "--self_ensembles=3: expected one of"),
+                       ("x", "--self_ensembles=x: expected integers")):
+    with pytest.raises(SystemExit):
+      restore_memory.main([f"--self_ensembles={bad}"])
+    assert message in capsys.readouterr().err
