@@ -53,9 +53,10 @@ flags.DEFINE_string("baselines", evaluate_lib.DEFAULT,
                     "(may include 'default').")
 flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " Workdirs and pretrained; "
                      "a SavedModel runs as exported.")
-flags.DEFINE_bool("freeze", True, "Run workdirs and pretrained as frozen graphs, their weights "
-                  "constants (as restore.py does; up to 1.1x faster on a CPU); --nofreeze keeps "
-                  "the variables. A SavedModel runs as exported.")
+flags.DEFINE_bool("freeze", False, "Run workdirs and pretrained as frozen graphs, their weights "
+                  "constants: the same scores, up to 1.2x faster for some networks, several "
+                  "times the weights' size in memory (docs/benchmarks.md). A SavedModel runs "
+                  "as exported.")
 flags.DEFINE_integer("max_images", None, "Score only the first N test images (default: all).")
 flags.DEFINE_integer("batch_size", 16, "Images per batch of the models.")
 flags.DEFINE_string("output_dir", "results", "Where results.json, results.md and the "

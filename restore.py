@@ -81,6 +81,10 @@ flags.DEFINE_enum("mixed_precision", config_lib.AUTO, list(config_lib.PRECISIONS
                   "mixed_float16 (GPU).")
 flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " A workdir or pretrained; "
                      "a SavedModel runs as exported (export.py --self_ensemble).")
+flags.DEFINE_bool("freeze", False, "Run a workdir's or pretrained's cascade as a frozen graph, "
+                  "its weights constants: up to 1.2x faster for some networks, several times "
+                  "the weights' size in memory (docs/benchmarks.md). A SavedModel runs as "
+                  "exported.")
 FLAGS = flags.FLAGS
 
 
@@ -116,7 +120,7 @@ def main(argv):
       tile_overlap=FLAGS.tile_overlap, batch_size=FLAGS.batch_size,
       resize_short_side=FLAGS.resize, save_intermediate=FLAGS.save_intermediate,
       max_pixels=FLAGS.max_pixels, precision=FLAGS.mixed_precision,
-      self_ensemble=FLAGS.self_ensemble)
+      self_ensemble=FLAGS.self_ensemble, freeze=FLAGS.freeze)
   try:
     report = restoring.restore_paths(model, inputs, FLAGS.output_dir,
                                    options)

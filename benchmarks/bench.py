@@ -22,9 +22,10 @@ Rows (`stage`), by --mode:
   has random weights (same cost) at the preset's `loss.perceptual_size`.
 * infer: `infer_keras`, the Keras cascade (training=False, batch norm
   folded into the convolutions as `inference.load_workdir_cascade` does)
-  in a tf.function with a fixed input signature, frozen to constants as
-  `inference.Repairer` runs it (`inference.freeze`; not under XLA, and
-  `--nofreeze` keeps the variables). Its networks are untrained, but their
+  in a tf.function with a fixed input signature, reading its variables as
+  `inference.Repairer` does by default; `--freeze` times it frozen to
+  constants (`inference.freeze`, as `Repairer(freeze=True)`; not under
+  XLA). Its networks are untrained, but their
   biases are set to small random values: an all-zero bias, as a freshly
   built layer holds, is folded away in a frozen graph and takes the
   convolution-bias-activation fusion with it, which a trained network
@@ -412,7 +413,7 @@ def randomise_biases(model: keras.Model, seed: int = 0) -> None:
 
 
 def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool,
-               fold_batch_norm: bool = True, freeze: bool = True):
+               fold_batch_norm: bool = True, freeze: bool = False):
   size = cfg.data.image_size
   generator, restorer = stages_lib.build_networks(cfg, ["generator", "restorer"]).values()
   for seed, network in enumerate((generator, restorer)):
@@ -426,7 +427,7 @@ def _infer_row(cfg: config_lib.Config, batch_size: int, jit_compile: bool,
     out = model(cascade_lib.cascade_inputs(ranges.to_model(images_01)), training=False)
     return {k: ranges.from_model(v, clip=True) for k, v in out.items()}
 
-  # As inference.Repairer runs it; XLA compiles the variables' values in anyway.
+  # As inference.Repairer runs it (frozen if asked); XLA compiles the values in anyway.
   infer = (inference.freeze(infer, spec) if freeze and not jit_compile else
            tf.function(infer, input_signature=[spec], jit_compile=jit_compile))
   images = _random_batch(batch_size, size)["corrupted"]
@@ -526,7 +527,7 @@ def _memory() -> tuple[float, float | None]:
 def measure_row(name: str, cfg: config_lib.Config, batch_size: int, precision: str = "float32",
                 *, steps: int = 5, warmup: int = 2, jit_compile: bool | str | None = None,
                 fuse_critic: bool = False, data_batches: int = 10,
-                fold_batch_norm: bool = True, freeze: bool = True,
+                fold_batch_norm: bool = True, freeze: bool = False,
                 peak_matmul_size: int = 4096,
                 peak_conv_shape: Sequence[int] = (8, 128, 256),
                 forward_flops: dict[str, int] | None = None) -> list[dict]:
@@ -749,8 +750,9 @@ def define_flags() -> None:
   flags.DEFINE_boolean("fold_batch_norm", True, "infer_keras: fold batch norm into the "
                        "convolutions, as inference does (--nofold_batch_norm: the trained "
                        "layers as they are).")
-  flags.DEFINE_boolean("freeze", True, "infer_keras: run the cascade frozen to constants, as "
-                       "inference.Repairer does (not under XLA; --nofreeze: with variables).")
+  flags.DEFINE_boolean("freeze", False, "infer_keras: run the cascade frozen to constants, as "
+                       "inference.Repairer(freeze=True) does (not under XLA; default: with "
+                       "variables, as inference runs by default).")
   flags.DEFINE_boolean("isolate", True, "Run every row in its own process (own peak RSS, no "
                        "state shared between rows).")
   flags.DEFINE_list("stages", None, "Only these rows of --mode (e.g. joint,critic).")

@@ -5,6 +5,7 @@
     python benchmarks/restore_memory.py --preset=cpu --megapixels=1,12 --tile_size=128
     python benchmarks/restore_memory.py --repo=/tmp/older_checkout   # another version's restore.py
     python benchmarks/restore_memory.py --model=pretrained --megapixels=4 --self_ensembles=1,4,8
+    python benchmarks/restore_memory.py --model=pretrained --megapixels=1 --freeze=off,on
 
 Writes a seeded random cascade of `--preset` as a workdir (what the
 networks learnt does not change memory or time; their widths do), or uses
@@ -12,8 +13,9 @@ the shipped cascade (`--model=pretrained`), makes one JPEG photo per size
 (4:3, the astronaut photo of scikit-image scaled up, q90), and runs
 `restore.py` on each in a fresh process, as a user would, once per
 --precisions (restore.py's --mixed_precision; `auto` is shown with what it
-resolves to here) and per --self_ensembles (restore.py's --self_ensemble:
-each network run on N symmetries of each tile). The peak resident memory of that process (`ru_maxrss`
+resolves to here), per --self_ensembles (restore.py's --self_ensemble:
+each network run on N symmetries of each tile) and per --freeze (`on`:
+restore.py --freeze, the cascade run as a frozen graph). The peak resident memory of that process (`ru_maxrss`
 from wait4) and its wall time are read for each photo, and for a 64 x 64
 image: that baseline is TensorFlow, the networks and one batch of tiles
 (and, for the time, starting Python and TensorFlow and loading the model),
@@ -95,6 +97,8 @@ def main(argv=None) -> int:
                            "float32,auto)")
   parser.add_argument("--self_ensembles", default="1",
                       help="restore.py --self_ensemble values, comma-separated (e.g. 1,4,8)")
+  parser.add_argument("--freeze", default="off",
+                      help="off, on, or off,on: restore.py without and with --freeze")
   parser.add_argument("--repo", default=_ROOT,
                       help="checkout whose restore.py is run (default: this one)")
   args = parser.parse_args(argv)
@@ -112,6 +116,9 @@ def main(argv=None) -> int:
     parser.error(str(error))
   if not ensembles:
     parser.error(f"--self_ensembles={args.self_ensembles}: name at least one.")
+  freezes = [v.strip() for v in args.freeze.split(",") if v.strip()]
+  if not freezes or any(v not in ("off", "on") for v in freezes):
+    parser.error(f"--freeze={args.freeze}: expected off, on or off,on.")
   extra = [f"--tile_size={args.tile_size}", f"--batch_size={args.batch_size}"]
   model, features = runtime.cpu_info()
   with tempfile.TemporaryDirectory() as tmp:
@@ -134,13 +141,18 @@ def main(argv=None) -> int:
       photo = os.path.join(tmp, f"photo_{megapixels:g}mp.jpg")
       photos.append((photo, *make_photo(photo, megapixels)))
     rows = []
-    for precision, ensemble in itertools.product(precisions, ensembles):
-      flags_ = extra + [f"--mixed_precision={precision}", f"--self_ensemble={ensemble}"]
+    for precision, ensemble, frozen in itertools.product(precisions, ensembles, freezes):
+      # Only flags that differ from restore.py's defaults (an older --repo may lack them).
+      flags_ = (extra + [f"--mixed_precision={precision}"]
+                + ([f"--self_ensemble={ensemble}"] if ensemble != 1 else [])
+                + (["--freeze"] if frozen == "on" else []))
       label = precision
       if precision == config_lib.AUTO:
         label = f"auto ({runtime.resolve_precision(precision, 'infer')[0]})"
       if len(ensembles) > 1 or ensemble != 1:
         label += f", self-ensemble {ensemble}"
+      if len(freezes) > 1 or frozen == "on":
+        label += ", frozen" if frozen == "on" else ", not frozen"
       baseline, base_seconds, _ = run_restore(args.repo, small, source, os.path.join(tmp, "out"),
                                               flags_)
       for photo, width, height in photos:

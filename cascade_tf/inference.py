@@ -11,9 +11,10 @@ the CPU as docs/benchmarks.md measures).
 `Repairer` wraps either a workdir or an exported
 SavedModel version directory behind one call on [0, 1] images, so
 evaluation and the restore command treat both alike. For a workdir (or
-`pretrained`) it runs the cascade as a frozen graph (`freeze`), its weights
-constants: up to 1.1x faster on the CPU; `evaluate.py` freezes its
-networks likewise.
+`pretrained`) it runs the cascade in one tf.function for any batch and
+size; `freeze=True` runs it as a frozen graph instead (`freeze`), its
+weights constants: up to 1.2x faster for the `paper` generator, but
+several times the weights' size in memory (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -334,7 +335,10 @@ def freeze(fn, *specs: tf.TensorSpec):
   generator ran 1.2x (float32, AVX2) and 1.4x (bfloat16) faster frozen, the
   `paper` cascade 1.0-1.1x, the shipped cascade as fast as before; that fits
   oneDNN keeping a constant kernel in its blocked layout where it reorders
-  a variable's at every call. A bias that is exactly zero everywhere, as a
+  a variable's at every call. It costs memory: the shipped cascade's
+  process held 1.65 GiB frozen against 0.96 unfrozen after four batches,
+  the `paper` cascade's 4.7 against 1.6 (docs/benchmarks.md, "Freezing's
+  memory cost"), so inference runs unfrozen by default. A bias that is exactly zero everywhere, as a
   freshly built layer's, is folded away as a constant, and the convolution
   then runs unfused; a trained network's biases are not zero.
   """
@@ -342,6 +346,12 @@ def freeze(fn, *specs: tf.TensorSpec):
   frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
   structure = concrete.structured_outputs  # The frozen function returns the flat list.
   return lambda *args: tf.nest.pack_sequence_as(structure, frozen(*args))
+
+
+def _one_graph(fn, specs, frozen: bool):
+  """`fn` as one graph for every input matching `specs` (no retracing per batch or size):
+  frozen (`freeze`) or a tf.function reading the variables."""
+  return freeze(fn, *specs) if frozen else tf.function(fn, input_signature=specs)
 
 
 class Repairer:
@@ -359,11 +369,15 @@ class Repairer:
   `pretrained`; `self.precision` the policy it resolved to. `self_ensemble`
   (`cascade.forward`) likewise; a SavedModel runs as it was exported
   (export.py --self_ensemble), and asking it for more is a ValueError.
+  `freeze` runs a workdir's cascade frozen (`freeze`: faster for some
+  networks, several times the memory); a SavedModel runs as exported.
   """
 
-  def __init__(self, source: str, precision: str = "float32", self_ensemble: int = 1):
+  def __init__(self, source: str, precision: str = "float32", self_ensemble: int = 1,
+               freeze: bool = False):
     self.source = source
     self.precision = "float32"  # A SavedModel computes in the precision it was exported in.
+    self.frozen = False  # A SavedModel runs as exported (export.py --freeze).
     cascade_lib.check_self_ensemble(self_ensemble)
     self.self_ensemble = self_ensemble
     if tf.io.gfile.exists(os.path.join(source, "saved_model.pb")):
@@ -383,10 +397,12 @@ class Repairer:
       self.config = loaded.config
       self.kind = "workdir"
       model = self._model
-      self._call = freeze(
-          lambda x, m: model(cascade_lib.cascade_inputs(ranges.to_model(x), m), training=False),
-          tf.TensorSpec([None, None, None, 3], tf.float32),
-          tf.TensorSpec([None, None, None, 1], tf.float32))
+      call = lambda x, m: model(cascade_lib.cascade_inputs(ranges.to_model(x), m),
+                                training=False)
+      specs = (tf.TensorSpec([None, None, None, 3], tf.float32),
+               tf.TensorSpec([None, None, None, 1], tf.float32))
+      self.frozen = freeze
+      self._call = _one_graph(call, specs, freeze)
 
   def __call__(self, images_01, masks=None) -> dict[str, tf.Tensor]:
     images_01 = tf.convert_to_tensor(images_01, tf.float32)

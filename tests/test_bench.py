@@ -81,10 +81,10 @@ def test_xla_setting_reaches_the_training_rows_only(cfg):
   _check_row(by_stage["pretrain"], cfg, "pretrain")
 
 
-def test_inference_row_runs_frozen_as_the_repairer_does_unless_compiled(cfg):
-  assert bench.measure_row("infer_keras", cfg, 2, **FAST)[0]["freeze"] is True
-  assert bench.measure_row("infer_keras", cfg, 2, freeze=False, **FAST)[0]["freeze"] is False
-  compiled = bench.measure_row("infer_keras", cfg, 2, jit_compile="on", **FAST)[0]
+def test_inference_row_runs_frozen_only_when_asked_and_never_compiled(cfg):
+  assert bench.measure_row("infer_keras", cfg, 2, **FAST)[0]["freeze"] is False  # As Repairer.
+  assert bench.measure_row("infer_keras", cfg, 2, freeze=True, **FAST)[0]["freeze"] is True
+  compiled = bench.measure_row("infer_keras", cfg, 2, jit_compile="on", freeze=True, **FAST)[0]
   assert compiled["jit_compile"] is True and compiled["freeze"] is False
   assert bench.measure_row("pretrain", cfg, 2, **FAST)[0]["freeze"] is None
 

@@ -136,11 +136,12 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cli_run(workdir, tmp_path_factory):
-  """evaluate.py on samples with the workdir, 2 replicas; started, not yet finished."""
+  """evaluate.py on samples with the workdir, 2 replicas, frozen (each replica runs the frozen
+  graphs); started, not yet finished."""
   output_dir = tmp_path_factory.mktemp("cli")
   args = ["--dataset=samples", "--preset=tiny", f"--workdir={workdir}", "--max_images=3",
           "--batch_size=3", f"--baselines={','.join(BASELINES)}", "--strategy=mirrored",
-          f"--output_dir={output_dir}"]
+          "--freeze", f"--output_dir={output_dir}"]
   return _CliRun(args, python_args=("-c", _TWO_CPU_CLI)), output_dir
 
 
@@ -325,12 +326,12 @@ def test_two_runs_write_the_same_files_and_match_the_cli(workdir, reference_run,
   assert first["protocol"]["image_size"] == 32 and not first["protocol"]["follows_protocol"]
   assert (first_dir / "figure_joint.png").exists()
 
-  # The CLI ran the same images with batches of 3 split over 2 replicas.
+  # The CLI ran the same images with batches of 3 split over 2 replicas, frozen.
   run, output_dir = cli_run
   returncode, _, stderr = run.result()
   assert returncode == 0, stderr[-3000:]
   cli = json.loads((output_dir / "results.json").read_text())
-  assert cli["protocol"]["device"]["replicas"] == 2
+  assert cli["protocol"]["device"]["replicas"] == 2 and cli["methods"]["cascade"]["frozen"]
   _assert_same_scores(first, cli, 1e-3)
 
 
@@ -408,9 +409,9 @@ def test_self_ensemble_is_applied_recorded_and_refused_for_a_saved_model(workdir
 
 
 def test_frozen_and_variable_graphs_score_alike_and_are_recorded(workdir, reference_run):
-  frozen = reference_run[0]  # EvalOptions.freeze is on by default.
-  options = _options(models=evaluate_lib.model_specs(workdir=workdir), freeze=False)
-  variables = evaluate_lib.evaluate(config_lib.DataConfig(), options, None)
+  variables = reference_run[0]  # EvalOptions.freeze is off by default.
+  options = _options(models=evaluate_lib.model_specs(workdir=workdir), freeze=True)
+  frozen = evaluate_lib.evaluate(config_lib.DataConfig(), options, None)
   assert frozen["methods"]["cascade"]["frozen"] is True
   assert variables["methods"]["cascade"]["frozen"] is False
   _assert_same_scores(frozen, variables, 1e-4)

@@ -277,11 +277,12 @@ def test_combine_averages_several_generators_of_one_architecture(tmp_path):
     inference.combine(f"{sources[0]},pretrained", sources[0], str(tmp_path / "bad"))
 
 
-def test_repairer_runs_the_shipped_cascade_frozen_at_any_size():
-  """inference.Repairer runs the cascade as a frozen graph: it computes what the Keras model
-  computes, for any batch and size, masks or not."""
-  repairer = inference.Repairer(pretrained.NAME)
-  assert repairer.kind == "workdir"
+@pytest.mark.parametrize("freeze", [False, True])
+def test_repairer_runs_the_shipped_cascade_at_any_size(freeze):
+  """inference.Repairer runs the cascade as one graph, frozen or not: it computes what the
+  Keras model computes, for any batch and size, masks or not."""
+  repairer = inference.Repairer(pretrained.NAME, freeze=freeze)
+  assert repairer.kind == "workdir" and repairer.frozen is freeze
   rng = np.random.default_rng(0)
   for shape in ((1, 64, 96), (2, 32, 32)):
     images = rng.uniform(0, 1, shape + (3,)).astype(np.float32)

@@ -250,6 +250,22 @@ def test_self_ensemble_option_runs_the_ensembled_cascade(workdir, loaded, tmp_pa
   assert np.abs(expected["restored"] - untiled(loaded.model, image)["restored"]).max() > 2 / 255
 
 
+def test_freeze_option_runs_the_frozen_cascade_with_the_same_result(workdir, loaded, tmp_path,
+                                                                   monkeypatch):
+  frozen = []
+  real_freeze = inference.freeze
+  monkeypatch.setattr(inference, "freeze",
+                      lambda fn, *specs: frozen.append(specs) or real_freeze(fn, *specs))
+  image = photo(32, 64)
+  save_png(tmp_path / "a.png", image)
+  options = restoring.RestoreOptions(tile_size=0, freeze=True, precision="float32")
+  restoring.restore_paths(workdir, [str(tmp_path / "a.png")], str(tmp_path / "out"), options)
+  assert len(frozen) == 1  # One frozen graph for every size.
+  np.testing.assert_allclose(read_png(tmp_path / "out" / "a.png"),
+                             untiled(loaded.model, image)["restored"], rtol=0,
+                             atol=0.5 / 255 + 1e-6)
+
+
 def test_holes_beyond_the_models_reach_are_filled_at_a_reduced_scale():
   """A 150 x 100 px hole in a 400 x 600 photo, for a model trained at 64 px (reach 32 px):
   the model sees a shrunken window with the hole 32 px across, its fill lands exactly in the
@@ -368,8 +384,9 @@ def test_restore_rejects_bad_model_and_empty_input(workdir, tmp_path):
     restoring.restore_paths(workdir, [str(tmp_path / "empty")], str(tmp_path / "out"))
 
 
-def test_restore_memory_benchmark_runs_each_precision_and_self_ensemble(monkeypatch, capsys):
-  """benchmarks/restore_memory.py: one restore.py per precision x self-ensemble, each labelled.
+def test_restore_memory_benchmark_runs_each_precision_self_ensemble_and_freeze(monkeypatch,
+                                                                           capsys):
+  """benchmarks/restore_memory.py: one restore.py per precision x self-ensemble x freeze, labelled.
 
   restore.py itself is replaced by a recorder (each real run takes seconds;
   the CLI is tested above), so this checks what the benchmark asks for.
@@ -384,15 +401,21 @@ def test_restore_memory_benchmark_runs_each_precision_and_self_ensemble(monkeypa
 
   monkeypatch.setattr(restore_memory, "run_restore", fake_run)
   assert restore_memory.main(["--megapixels=0.01", "--precisions=float32",
-                              "--self_ensembles=1,4"]) == 0
-  assert [(name, extra[-1]) for name, extra in calls] == [
-      ("small.png", "--self_ensemble=1"), ("photo_0.01mp.jpg", "--self_ensemble=1"),
-      ("small.png", "--self_ensemble=4"), ("photo_0.01mp.jpg", "--self_ensemble=4")]
+                              "--self_ensembles=1,4", "--freeze=off,on"]) == 0
+  # Past tiling and precision, only the flags that differ from restore.py's defaults.
+  assert [(name, extra[3:]) for name, extra in calls] == [
+      ("small.png", []), ("photo_0.01mp.jpg", []),
+      ("small.png", ["--freeze"]), ("photo_0.01mp.jpg", ["--freeze"]),
+      ("small.png", ["--self_ensemble=4"]), ("photo_0.01mp.jpg", ["--self_ensemble=4"]),
+      ("small.png", ["--self_ensemble=4", "--freeze"]),
+      ("photo_0.01mp.jpg", ["--self_ensemble=4", "--freeze"])]
   rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| float32")]
-  assert [row.split(" | ")[0] for row in rows] == ["| float32, self-ensemble 1",
-                                                   "| float32, self-ensemble 4"]
-  for bad, message in (("3", "--self_ensembles=3: expected one of"),
-                       ("x", "--self_ensembles=x: expected integers")):
+  assert [row.split(" | ")[0] for row in rows] == [
+      "| float32, self-ensemble 1, not frozen", "| float32, self-ensemble 1, frozen",
+      "| float32, self-ensemble 4, not frozen", "| float32, self-ensemble 4, frozen"]
+  for bad, message in (("--self_ensembles=3", "--self_ensembles=3: expected one of"),
+                       ("--self_ensembles=x", "--self_ensembles=x: expected integers"),
+                       ("--freeze=yes", "--freeze=yes: expected off, on or off,on")):
     with pytest.raises(SystemExit):
-      restore_memory.main([f"--self_ensembles={bad}"])
+      restore_memory.main([bad])
     assert message in capsys.readouterr().err
