@@ -15,9 +15,10 @@ the shipped cascade (`--model=pretrained`), makes one JPEG photo per size
 --precisions (restore.py's --mixed_precision; `auto` is shown with what it
 resolves to here), per --self_ensembles (restore.py's --self_ensemble:
 each network run on N symmetries of each tile) and per --freeze (`on`:
-restore.py --freeze, the cascade run as a frozen graph). The peak resident memory of that process (`ru_maxrss`
-from wait4) and its wall time are read for each photo, and for a 64 x 64
-image: that baseline is TensorFlow, the networks and one batch of tiles
+restore.py --freeze, the cascade run as a frozen graph). The peak
+resident memory of that process (`ru_maxrss` from wait4) and its wall
+time are read for each photo, and for a 64 x 64 image: that baseline is
+TensorFlow, the networks and one batch of tiles
 (and, for the time, starting Python and TensorFlow and loading the model),
 so the difference is what the photo's size costs; `s/MP` is that time
 difference per megapixel. Prints a Markdown table with the machine.

@@ -338,9 +338,10 @@ def freeze(fn, *specs: tf.TensorSpec):
   a variable's at every call. It costs memory: the shipped cascade's
   process held 1.65 GiB frozen against 0.96 unfrozen after four batches,
   the `paper` cascade's 4.7 against 1.6 (docs/benchmarks.md, "Freezing's
-  memory cost"), so inference runs unfrozen by default. A bias that is exactly zero everywhere, as a
-  freshly built layer's, is folded away as a constant, and the convolution
-  then runs unfused; a trained network's biases are not zero.
+  memory cost"), so inference runs unfrozen by default. A bias that is
+  exactly zero everywhere, as a freshly built layer's, is folded away as a
+  constant, and the convolution then runs unfused; a trained network's
+  biases are not zero.
   """
   concrete = tf.function(fn).get_concrete_function(*specs)
   frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
