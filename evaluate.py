@@ -54,7 +54,7 @@ flags.DEFINE_string("baselines", evaluate_lib.DEFAULT,
 flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " Workdirs and pretrained; "
                      "a SavedModel runs as exported.")
 flags.DEFINE_bool("freeze", False, "Run workdirs and pretrained as frozen graphs, their weights "
-                  "constants: the same scores, up to 1.2x faster for some networks, several "
+                  "constants: the same scores, up to 1.2x faster for some networks, many "
                   "times the weights' size in memory (docs/benchmarks.md). A SavedModel runs "
                   "as exported.")
 flags.DEFINE_integer("max_images", None, "Score only the first N test images (default: all).")

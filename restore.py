@@ -82,7 +82,7 @@ flags.DEFINE_enum("mixed_precision", config_lib.AUTO, list(config_lib.PRECISIONS
 flags.DEFINE_integer("self_ensemble", 1, cli.SELF_ENSEMBLE_HELP + " A workdir or pretrained; "
                      "a SavedModel runs as exported (export.py --self_ensemble).")
 flags.DEFINE_bool("freeze", False, "Run a workdir's or pretrained's cascade as a frozen graph, "
-                  "its weights constants: up to 1.2x faster for some networks, several times "
+                  "its weights constants: up to 1.2x faster for some networks, many times "
                   "the weights' size in memory (docs/benchmarks.md). A SavedModel runs as "
                   "exported.")
 FLAGS = flags.FLAGS

@@ -14,7 +14,7 @@ evaluation and the restore command treat both alike. For a workdir (or
 `pretrained`) it runs the cascade in one tf.function for any batch and
 size; `freeze=True` runs it as a frozen graph instead (`freeze`), its
 weights constants: up to 1.2x faster for the `paper` generator, but
-several times the weights' size in memory (docs/benchmarks.md).
+many times the weights' size in memory (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -336,8 +336,8 @@ def freeze(fn, *specs: tf.TensorSpec):
   `paper` cascade 1.0-1.1x, the shipped cascade as fast as before; that fits
   oneDNN keeping a constant kernel in its blocked layout where it reorders
   a variable's at every call. It costs memory: the shipped cascade's
-  process held 1.65 GiB frozen against 0.96 unfrozen after four batches,
-  the `paper` cascade's 4.7 against 1.6 (docs/benchmarks.md, "Freezing's
+  process held 1,653 MiB frozen against 962 unfrozen after four batches,
+  the `paper` cascade's 4,739 against 1,622 (docs/benchmarks.md, "Freezing's
   memory cost"), so inference runs unfrozen by default. A bias that is
   exactly zero everywhere, as a freshly built layer's, is folded away as a
   constant, and the convolution then runs unfused; a trained network's
@@ -371,7 +371,7 @@ class Repairer:
   (`cascade.forward`) likewise; a SavedModel runs as it was exported
   (export.py --self_ensemble), and asking it for more is a ValueError.
   `freeze` runs a workdir's cascade frozen (`freeze`: faster for some
-  networks, several times the memory); a SavedModel runs as exported.
+  networks, much more memory); a SavedModel runs as exported.
   """
 
   def __init__(self, source: str, precision: str = "float32", self_ensemble: int = 1,

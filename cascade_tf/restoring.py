@@ -68,7 +68,7 @@ class RestoreOptions:
   # Symmetries of its input each network sees, averaged (cascade.forward); 1: as trained.
   self_ensemble: int = 1
   # Run a workdir's cascade frozen (inference.freeze): up to 1.2x faster for some
-  # networks, several times the weights' size in memory (docs/benchmarks.md).
+  # networks, many times the weights' size in memory (docs/benchmarks.md).
   freeze: bool = False
 
 

@@ -126,7 +126,7 @@ class EvalOptions:
       weights constants (`inference.freeze`, as `inference.Repairer(
       freeze=True)`; default: with variables); recorded in each model's
       info as `frozen`. The scores agree to float rounding; frozen is up to
-      1.2x faster for some networks and takes several times the weights'
+      1.2x faster for some networks and takes many times the weights'
       size in memory (docs/benchmarks.md, "Freezing's memory cost").
     tune_baselines: tune the baselines' params on `tune_images` training
       images per track instead of using the module defaults.
