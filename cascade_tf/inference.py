@@ -45,6 +45,9 @@ from cascade_tf.models import restorer as restorer_lib
 # where the weights came from, the signatures.
 PROVENANCE_FILE = os.path.join("assets.extra", "cascade_tf.json")
 _WEIGHT_SOURCES = {"generator": ("joint", "gan", "pretrain"), "restorer": ("joint", "dd")}
+# A cascade call's inputs, any batch and size: images [B, H, W, 3] and hole masks [B, H, W, 1].
+BATCH_SPECS = (tf.TensorSpec([None, None, None, 3], tf.float32),
+               tf.TensorSpec([None, None, None, 1], tf.float32))
 
 
 @dataclasses.dataclass
@@ -400,10 +403,8 @@ class Repairer:
       model = self._model
       call = lambda x, m: model(cascade_lib.cascade_inputs(ranges.to_model(x), m),
                                 training=False)
-      specs = (tf.TensorSpec([None, None, None, 3], tf.float32),
-               tf.TensorSpec([None, None, None, 1], tf.float32))
       self.frozen = freeze
-      self._call = _one_graph(call, specs, freeze)
+      self._call = _one_graph(call, BATCH_SPECS, freeze)
 
   def __call__(self, images_01, masks=None) -> dict[str, tf.Tensor]:
     images_01 = tf.convert_to_tensor(images_01, tf.float32)

@@ -75,9 +75,6 @@ DEFAULT_MAX_PIXELS = 2 ** 24
 # Inputs may overshoot [0, 1] by this much (rounding) before they are
 # rejected; it catches 0-255 pixels sent by mistake.
 _RANGE_TOLERANCE = 0.01
-# What the cascade runs on inside the signatures: [-1, 1] images and their masks.
-_CASCADE_SPECS = (tf.TensorSpec([None, None, None, 3], tf.float32),
-                  tf.TensorSpec([None, None, None, 1], tf.float32))
 
 
 # --------------------------------------------------------------------------
@@ -103,7 +100,7 @@ class CascadeModule:
     run = lambda corrupted, masks: cascade(cascade_lib.cascade_inputs(corrupted, masks),
                                            training=False)
     # Frozen, every signature calls one graph whose weights are constants.
-    self._run = inference.freeze(run, *_CASCADE_SPECS) if freeze else run
+    self._run = inference.freeze(run, *inference.BATCH_SPECS) if freeze else run
 
   def _check_masks(self, masks, images, mask_name):
     """The masks [B, H, W, 1] of `images`, binarised (> 0.5 is the hole), or an

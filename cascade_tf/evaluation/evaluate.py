@@ -388,11 +388,6 @@ def _check_model_path(spec: ModelSpec) -> None:
                      f"nor a SavedModel (no saved_model.pb).{hint}")
 
 
-# A model's inputs: images (or the generator's output) and their hole masks.
-_BATCH_SPECS = (tf.TensorSpec([None, None, None, 3], tf.float32),
-                tf.TensorSpec([None, None, None, 1], tf.float32))
-
-
 class _ModelRunner:
   """A loaded model that maps a numpy batch to its rows' outputs and times.
 
@@ -492,7 +487,7 @@ class _ModelRunner:
       # Frozen once, outside the replicas (a mirrored variable reads as its
       # primary copy, which all copies equal); each replica runs the constants.
       with self.strategy.scope():
-        fill, restore = (inference.freeze(fn, *_BATCH_SPECS) for fn in (fill, restore))
+        fill, restore = (inference.freeze(fn, *inference.BATCH_SPECS) for fn in (fill, restore))
     self._generator = self._distributed(fill)
     self._restorer = self._distributed(restore)
     self._both = None
@@ -513,7 +508,7 @@ class _ModelRunner:
       start = context.replica_id_in_sync_group * per_replica
       return fn(images[start:start + per_replica], masks[start:start + per_replica])
 
-    @tf.function(input_signature=_BATCH_SPECS)
+    @tf.function(input_signature=inference.BATCH_SPECS)
     def step(images, masks):
       outputs = strategy.run(replica_fn, args=(images, masks))
       return tf.nest.map_structure(lambda value: strategy.gather(value, axis=0), outputs)
